@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from ansible_collections.dbsafe.django.plugins.module_utils import state
+from ansible_collections.dbsafe.django.plugins.module_utils import run_marker, state
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
@@ -155,6 +155,10 @@ class GuardedMigrate:
         with engine.lock(timeout=self.options.lock_timeout) as holder:
             self.result["lock"] = {"holder": holder,
                                    "waited": round(time.time() - lock_started, 3)}
+            # A run that died holding the lock: warn, and undo its half-done migrate first.
+            marker = self._marker(engine)
+            run_marker.take_over(marker, holder, engine,
+                                 lambda d: BackupStore(d, self.runner), self.warn)
             if not before["database"].get("exists", True):
                 # A SQLite file that does not exist yet: nothing to back up or prove; on
                 # failure "as before" means the file is gone again.
@@ -166,8 +170,10 @@ class GuardedMigrate:
             if not plan:
                 self.result["changed"] = False
                 return self._finish(started, "another run migrated while we waited for the lock")
-            backup = self._backup(engine, before) if self.options.backup else None
-            self._migrate_and_verify(engine, before, plan, snapshot, backup)
+            with marker.tracking(holder, snapshot) if marker else _no_tracking() as track:
+                backup = self._backup(engine, before) if self.options.backup else None
+                track.migrating(backup)
+                self._migrate_and_verify(engine, before, plan, snapshot, backup)
         return self._finish(started, "applied %d step(s)" % len(plan))
 
     # -- steps -------------------------------------------------------------------------------
@@ -281,6 +287,13 @@ class GuardedMigrate:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _marker(self, engine):
+        if not self.options.backup:  # no backup directory, nothing to go back to
+            return None
+        BackupStore(self.options.backup_dir, self.runner)  # creates it 0700, or says why not
+        return run_marker.RunMarker(self.options.backup_dir,
+                                    self.options.label or backup_label(engine.connection))
+
     def _timed(self, name, function, *args, **kwargs):
         started = time.time()
         try:
@@ -310,6 +323,19 @@ class GuardedMigrate:
         self.result["duration"] = round(time.time() - started, 3)
         self.result["launches"] = self.project.launches
         return self.result
+
+
+class _no_tracking:
+    """RunMarker.tracking's stand-in when there is no backup (and so no marker)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def migrating(self, backup):
+        pass
 
 
 def _failed_step(steps):

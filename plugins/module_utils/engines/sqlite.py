@@ -317,9 +317,12 @@ class SqliteEngine(Engine):
                         holder=_read_holder(fd), lock=name,
                     )
                 time.sleep(0.1)
-            holder = holder_identity(name)
+            own = holder_identity(name)
+            # A clean release empties the file: a holder still in it died holding the lock.
+            previous = _read_holder(fd)
+            holder = dict(own, taken_over_from=previous) if previous else own
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(holder).encode(), 0)
+            os.pwrite(fd, json.dumps(own).encode(), 0)
             try:
                 yield holder
             finally:

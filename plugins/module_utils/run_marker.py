@@ -1,0 +1,185 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbsafe.django contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The trace a guarded migrate leaves while it holds the lock, and the safe takeover of a
+lock whose holder died.
+
+The locks die with their holder (PostgreSQL advisory lock and MariaDB GET_LOCK with the
+session, SQLite's flock with the process), so a killed run never blocks the next one - but it
+may have died half-way through a migration. The guard therefore writes a marker into its
+backup directory (``.dbsafe-run-<label>.json``: holder, phase, backup, snapshot before) while
+it holds the lock, and removes it when the run ends with the database in a known state. The
+next run that takes the lock and finds a marker knows its writer died holding the lock:
+
+- phase ``backup``: nothing was migrated yet; warn and go on;
+- phase ``migrating``: restore the dead run's verified backup, prove the database equals the
+  snapshot the dead run took before migrating, warn, then go on (plan again from there);
+  never migrate blindly over a possibly half-done state;
+- the writer still runs on this host (it lost its lock, e.g. its session was killed): refuse.
+
+SQLite's lock file keeps the JSON of a holder that died (a clean release empties it); the
+engine reports it as ``taken_over_from`` and it is warned about here too.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import contextlib
+import json
+import os
+import socket
+
+from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
+    DbsafeError,
+    PreflightRefused,
+    RestoreFailed,
+)
+from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
+
+PREFIX = ".dbsafe-run-"
+
+
+def marker_path(directory, label):
+    return os.path.join(directory, "%s%s.json" % (PREFIX, label))
+
+
+def describe(holder):
+    holder = holder or {}
+    return "host %s, pid %s, since %s" % (holder.get("host", "?"), holder.get("pid", "?"),
+                                          holder.get("since", "?"))
+
+
+def holder_alive(holder, hostname=None, pid_exists=None):
+    """True when ``holder`` is a process that still runs on this host. Other hosts: False
+    (we hold the lock, so their session is gone; we cannot look at their processes)."""
+    hostname = hostname or socket.gethostname()
+    pid_exists = pid_exists or _pid_exists
+    if not holder or holder.get("host") != hostname:
+        return False
+    pid = holder.get("pid")
+    return isinstance(pid, int) and pid != os.getpid() and pid_exists(pid)
+
+
+def _pid_exists(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError as error:
+        return error.errno == 1  # EPERM: it exists, it is someone else's
+    return True
+
+
+def takeover_decision(record, alive):
+    """What to do with the marker ``record`` a dead (or not) run left. Pure.
+
+    Returns ``(action, message)``; action is ``continue``, ``restore`` or ``refuse``.
+    """
+    who = describe(record.get("holder"))
+    if alive:
+        return "refuse", (
+            "refused: the run %s still runs but no longer holds the migration lock (its "
+            "database session was lost); stop it, then run again" % who)
+    phase = record.get("phase")
+    if phase == "backup":
+        return "continue", (
+            "lock left by %s (process gone), taken over: it died while taking its backup, "
+            "before migrating; nothing was migrated" % who)
+    backup = record.get("backup") or {}
+    if phase == "migrating" and backup.get("path") and record.get("snapshot"):
+        return "restore", (
+            "lock left by %s (process gone), taken over: it died while migrating; its backup "
+            "%s was restored and verified equal to the database before that run"
+            % (who, backup["path"]))
+    return "refuse", (
+        "refused: the run %s died in phase %r and left %s without a backup to go back to; the "
+        "database may be half-migrated. Check it (django_showmigrations, django_schema_drift), "
+        "then remove that file" % (who, phase, record.get("path")))
+
+
+class RunMarker:
+    """The marker file of one database's guarded migrates in a backup directory."""
+
+    def __init__(self, directory, label):
+        self.path = marker_path(directory, label)
+
+    def read(self):
+        try:
+            with open(self.path) as handle:
+                record = json.load(handle)
+        except (IOError, OSError):
+            return None
+        except ValueError:
+            record = {"phase": "unreadable"}
+        record["path"] = self.path
+        return record
+
+    def write(self, **record):
+        partial = self.path + ".partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(record, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(partial, self.path)
+
+    def clear(self):
+        for path in (self.path, self.path + ".partial"):
+            if os.path.exists(path):
+                os.unlink(path)
+
+    @contextlib.contextmanager
+    def tracking(self, holder, snapshot):
+        """Marks the run from backup to verified end; the marker stays only when the run did
+        not end in a known state (a failed restore, or something that is no DbsafeError)."""
+        self.write(phase="backup", holder=holder)
+        self._holder, self._snapshot = holder, snapshot
+        try:
+            yield self
+        except RestoreFailed:
+            raise
+        except DbsafeError:
+            self.clear()
+            raise
+        self.clear()
+
+    def migrating(self, backup):
+        self.write(phase="migrating", holder=self._holder, snapshot=self._snapshot,
+                   backup=backup and {"path": backup["path"], "sha256": backup["sha256"]})
+
+
+def take_over(marker, holder, engine, store_for, warn):
+    """Called with the lock held, before anything else: deal with what a dead run left.
+
+    ``store_for(directory)`` makes the BackupStore to restore with; ``warn(message)``.
+    """
+    previous = (holder or {}).get("taken_over_from")
+    if previous and not (marker and marker.read()):
+        warn("lock left by %s (process gone), taken over" % describe(previous))
+    record = marker.read() if marker else None
+    if record is None:
+        return None
+    action, message = takeover_decision(record, holder_alive(record.get("holder")))
+    if action == "refuse":
+        raise PreflightRefused(message, marker=record["path"], database_changed=False)
+    if action == "restore":
+        path = record["backup"]["path"]
+        try:
+            store_for(os.path.dirname(path)).restore(path, engine)
+            restored = engine.snapshot()
+        except DbsafeError as error:
+            raise RestoreFailed(
+                "the run %s died while migrating; restoring its backup %s failed: %s. The "
+                "database is in an unknown state; the marker %s is kept"
+                % (describe(record.get("holder")), path, error.msg, record["path"]),
+                restored=False, marker=record["path"])
+        differences = diff_snapshots(record["snapshot"], restored)
+        if differences:
+            raise RestoreFailed(
+                "the run %s died while migrating; its backup %s was restored but the database "
+                "does NOT equal its state before that run (%d difference(s), e.g. %s); the "
+                "marker %s is kept" % (describe(record.get("holder")), path, len(differences),
+                                       differences[0], record["path"]),
+                restored=True, proven=False, marker=record["path"])
+    marker.clear()
+    warn(message)
+    return message

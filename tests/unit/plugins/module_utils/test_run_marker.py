@@ -1,0 +1,82 @@
+"""run_marker.py: the takeover decisions and the marker file's life."""
+import os
+
+import pytest
+
+from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
+    MigrationFailed,
+    PreflightRefused,
+    RestoreFailed,
+)
+from ansible_collections.dbsafe.django.plugins.module_utils.run_marker import (
+    RunMarker,
+    holder_alive,
+    take_over,
+    takeover_decision,
+)
+
+DEAD = {"host": "web1", "pid": 4242, "since": "2026-01-01T10:00:00Z"}
+
+
+def test_died_during_backup_goes_on_with_a_warning():
+    action, message = takeover_decision({"phase": "backup", "holder": DEAD}, alive=False)
+    assert action == "continue"
+    assert "lock left by host web1, pid 4242" in message and "process gone" in message
+
+
+def test_died_while_migrating_restores_its_backup():
+    action, message = takeover_decision({"phase": "migrating", "holder": DEAD,
+                                         "backup": {"path": "/b/x.sqlite.gz"},
+                                         "snapshot": {"schema": {}}}, alive=False)
+    assert action == "restore" and "/b/x.sqlite.gz" in message
+
+
+def test_a_live_holder_or_no_backup_is_refused():
+    assert takeover_decision({"phase": "backup", "holder": DEAD}, alive=True)[0] == "refuse"
+    action, message = takeover_decision({"phase": "migrating", "holder": DEAD, "backup": None,
+                                         "path": "/b/.dbsafe-run-x.json"}, alive=False)
+    assert action == "refuse" and "half-migrated" in message and "/b/.dbsafe-run-x.json" in message
+    assert takeover_decision({"phase": "unreadable"}, alive=False)[0] == "refuse"
+
+
+def test_holder_alive_only_for_a_running_process_of_this_host():
+    assert holder_alive(dict(DEAD, host="here"), hostname="here", pid_exists=lambda pid: True)
+    assert not holder_alive(dict(DEAD, host="here"), hostname="here", pid_exists=lambda pid: False)
+    assert not holder_alive(dict(DEAD, host="elsewhere"), hostname="here",
+                            pid_exists=lambda pid: True)
+    assert not holder_alive(None, hostname="here")
+
+
+def test_tracking_clears_on_success_and_known_failures_but_keeps_after_a_failed_restore(tmp_path):
+    marker = RunMarker(str(tmp_path), "default-db")
+    with marker.tracking(DEAD, {"schema": {}}) as track:
+        assert marker.read()["phase"] == "backup"
+        track.migrating({"path": "/b/x", "sha256": "0" * 64})
+        assert marker.read()["phase"] == "migrating"
+        assert os.stat(marker.path).st_mode & 0o777 == 0o600
+    assert marker.read() is None
+    with pytest.raises(MigrationFailed):
+        with marker.tracking(DEAD, {}):
+            raise MigrationFailed("restored and verified")
+    assert marker.read() is None
+    with pytest.raises(RestoreFailed):
+        with marker.tracking(DEAD, {}):
+            raise RestoreFailed("the restore failed too")
+    assert marker.read()["phase"] == "backup"
+
+
+def test_take_over_warns_about_a_dead_sqlite_holder_without_a_marker(tmp_path):
+    warnings = []
+    take_over(RunMarker(str(tmp_path), "x"), {"taken_over_from": DEAD}, None, None,
+              warnings.append)
+    assert warnings == ["lock left by host web1, pid 4242, since 2026-01-01T10:00:00Z "
+                        "(process gone), taken over"]
+
+
+def test_take_over_refuses_and_keeps_the_marker_of_a_live_run(tmp_path):
+    marker = RunMarker(str(tmp_path), "x")
+    marker.write(phase="migrating", holder=dict(DEAD, host=os.uname()[1], pid=os.getppid()))
+    with pytest.raises(PreflightRefused) as raised:
+        take_over(marker, {}, None, None, lambda message: None)
+    assert "still runs" in raised.value.msg
+    assert marker.read() is not None
