@@ -30,7 +30,8 @@ def _find_python(venv, env_var, fallback):
     """The interpreter of one Django version, or None if there is none on this machine.
 
     An explicit environment variable wins; then the repository virtualenv that
-    scripts/bootstrap creates (.venv for Django 5.2, .venv-django42 for 4.2); then, only
+    scripts/bootstrap creates (.venv for Django 5.2, .venv-django42 for 4.2, .venv-django32
+    for 3.2); then, only
     if present, a pre-built virtualenv from before bootstrap existed on this machine.
     The path is not resolved: a venv's python is a symlink and resolving it leaves the venv.
     """
@@ -38,7 +39,7 @@ def _find_python(venv, env_var, fallback):
     if explicit:
         return explicit
     for candidate in (os.path.join(ROOT, venv, "bin", "python"), fallback):
-        if os.path.exists(candidate):
+        if candidate and os.path.exists(candidate):
             return candidate
     return None
 
@@ -46,7 +47,21 @@ def _find_python(venv, env_var, fallback):
 PYTHONS = {
     "5.2": _find_python(".venv", "DBSAFE_TEST_PYTHON", "/tmp/lockvenv/bin/python"),
     "4.2": _find_python(".venv-django42", "DBSAFE_TEST_PYTHON_DJANGO42", "/tmp/lock42/bin/python"),
+    # Django 3.2 LTS on Python 3.8 (scripts/bootstrap builds it when a Python 3.8 exists).
+    "3.2": _find_python(".venv-django32", "DBSAFE_TEST_PYTHON_DJANGO32", None),
 }
+
+
+def python_for(django):
+    """The interpreter with this Django version; without one the test skips (fails in CI)."""
+    python = PYTHONS[django]
+    if python is None:
+        import pytest  # only the tests that call this need it
+        message = "no interpreter with Django %s (run scripts/bootstrap)" % django
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return python
 
 
 def default_python():

@@ -1,7 +1,7 @@
 """The demo Django project itself, and the helpers in demo.py, on the real database servers.
 
 Everything here runs real ``manage.py`` processes against SQLite, PostgreSQL and MariaDB,
-under Django 5.2 and (where cheap) 4.2.
+under Django 5.2 and (where cheap) 4.2 and 3.2 (on Python 3.8).
 """
 import os
 import signal
@@ -11,7 +11,6 @@ import pytest
 
 import demo
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 BOOKS = ["0001_initial", "0002_book_pages_slug", "0003_book_author", "0004_fill_book_slugs",
          "0005_remove_book_notes"]
@@ -54,16 +53,6 @@ def state(project, db, python=None, http=False):
     return demo.django_json(project, db, "WITH_HTTP = %r\n%s" % (http, STATE), python=python)
 
 
-def python_for(django):
-    python = demo.PYTHONS[django]
-    if python is None:
-        message = "no interpreter with Django %s (run scripts/bootstrap)" % django
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return python
-
-
 def books_applied(shown):
     return [name for name, applied in shown["books"] if applied]
 
@@ -71,10 +60,10 @@ def books_applied(shown):
 # --- The project on every engine ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("django", ["5.2", "4.2"])
+@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2"])
 def test_step_by_step_migrate_back_and_forth(database, tmp_path, django):
     """Partial migrate, showmigrations, the plan, full migrate, fixture, reverse, forward."""
-    python = python_for(django)
+    python = demo.python_for(django)
     project = demo.copy_demo(tmp_path)
 
     demo.manage(project, database, "migrate", "books", "0002", python=python)
@@ -110,7 +99,7 @@ def test_step_by_step_migrate_back_and_forth(database, tmp_path, django):
     assert migrated["books"] == [200, TITLES]
 
     if django != "5.2" and database.engine != "sqlite":
-        return  # keeps the file fast: Django 4.2 goes backwards on SQLite only
+        return  # keeps the file fast: Django 4.2 and 3.2 go backwards on SQLite only
 
     # Backwards plan, then really back to 0003: RemoveField and the RunPython reverse run.
     if django == "5.2":
@@ -129,23 +118,23 @@ def test_step_by_step_migrate_back_and_forth(database, tmp_path, django):
     assert len(forward["recorded"]) == len(unapplied) + 2
 
 
-@pytest.mark.parametrize("django", ["5.2", "4.2"])
+@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2"])
 def test_models_and_migrations_agree(sqlite_database, tmp_path, django):
     project = demo.copy_demo(tmp_path)
     proc = demo.manage(project, sqlite_database, "makemigrations", "--check", "--dry-run",
-                       python=python_for(django))
+                       python=demo.python_for(django))
     assert "No changes detected" in proc.stdout
 
 
 # --- Scenario builders ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("django", ["5.2", "4.2"])
+@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2"])
 def test_add_pending_model_change_is_detected(sqlite_database, tmp_path, django):
     project = demo.copy_demo(tmp_path)
     field = demo.add_pending_model_change(project)
     proc = demo.manage(project, sqlite_database, "makemigrations", "--check", "--dry-run",
-                       python=python_for(django), check=False)
+                       python=demo.python_for(django), check=False)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Add field %s to book" % field in proc.stdout
     assert demo.migration_names(project) == BOOKS  # nothing written

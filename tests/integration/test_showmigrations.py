@@ -30,11 +30,11 @@ def assert_matches_django(result, project, db, python=None):
     )
 
 
-@pytest.mark.parametrize("django", ["5.2", "4.2"])
+@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2"])
 def test_partially_migrated_project_matches_showmigrations_and_plan(database, tmp_path, django):
     if django == "4.2" and database.engine == "mysql":
-        pytest.skip("4.2 is covered on SQLite and PostgreSQL; MariaDB runs 5.2")
-    python = demo.PYTHONS[django]
+        pytest.skip("4.2 is covered on SQLite and PostgreSQL; MariaDB runs 5.2 and 3.2")
+    python = demo.python_for(django)
     project = demo.copy_demo(tmp_path)
     demo.manage(project, database, "migrate", "books", books(project)[1], python=python)
 
@@ -56,18 +56,25 @@ def test_partially_migrated_project_matches_showmigrations_and_plan(database, tm
         assert database.password not in json.dumps(result)
 
 
-def test_ghost_conflict_and_pending_change_are_reported(postgres_database, tmp_path):
-    db = postgres_database
+@pytest.mark.parametrize("engine_fixture, django", [
+    ("postgres_database", "5.2"),
+    # Django 3.2 (Python 3.8) on every engine: introspect.py must stay 3.8/3.2-compatible.
+    ("sqlite_database", "3.2"), ("postgres_database", "3.2"), ("mysql_database", "3.2"),
+])
+def test_ghost_conflict_and_pending_change_are_reported(request, engine_fixture, django, tmp_path):
+    db = request.getfixturevalue(engine_fixture)
+    python = demo.python_for(django)
     project = demo.copy_demo(tmp_path)
-    demo.manage(project, db, "migrate")
+    demo.manage(project, db, "migrate", python=python)
     last = books(project)[-1]
     demo.delete_migration(project, "books", last)
     demo.add_conflict(project)
     demo.add_pending_model_change(project)
 
-    result = run_module("django_showmigrations", demo.module_args(project, db))
+    result = run_module("django_showmigrations", demo.module_args(project, db, python))
 
     assert not result.get("failed"), result.get("msg")
+    assert result["django_version"].startswith(django)
     assert result["ghosts"] == ["books." + last]
     assert len(result["conflicts"]["books"]) == 2
     assert result["pending_changes"].get("books"), result["pending_changes"]
