@@ -4,7 +4,7 @@
 """The backup store: verified dump files with JSON manifests in one private directory.
 
 A file with a final name is always complete and verified: every backup is streamed (dump tool
--> compressor -> hashing copy) into ``<name>.partial``, synced, re-read, hashed and
+-> compressor) into ``<name>.partial``, synced, re-read (sha256 for the manifest) and
 decompress-tested, and only then renamed. On any failure the partial file goes and a
 BackupError is raised. Nothing uncompressed is ever written next to the backups.
 
@@ -144,8 +144,8 @@ class BackupStore:
                 writer = self._directory_writer(engine, fmt, jobs, base, stream_writer)
             else:
                 writer = stream_writer or (lambda out: engine.dump(out, fmt=fmt, jobs=jobs))
-            sha256, size = self._stream_to_file(partial, writer, compression)
-            self._check_written(partial, sha256, size, compression, fmt)
+            size = self._stream_to_file(partial, writer, compression)
+            sha256 = self._check_written(partial, size, compression, fmt)
             media = None
             if media_root:
                 media = self.archive_media(media_root, base)
@@ -208,59 +208,60 @@ class BackupStore:
         return write
 
     def _stream_to_file(self, partial, writer, compression):
-        """writer -> pipe -> [compressor] -> pipe -> hashing copy -> ``partial`` (0600, synced).
+        """writer -> [pipe -> compressor] -> ``partial`` (0600, synced); returns its size.
 
-        Returns (sha256, size). Whichever side fails first makes the others stop: a full disk
-        closes the read end, the compressor dies of SIGPIPE, the dump tool of EPIPE.
+        The last stage writes the file itself (pg_dump's stdout, the compressor's stdout, or
+        the writer's own writes): no copy through Python, and pg_dump sees a seekable file.
+        The sha256 is taken by ``_check_written`` on the re-read that verifies the file
+        anyway. Whichever side fails first makes the other stop: a full disk kills the
+        compressor, the dump tool then dies of EPIPE.
         """
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        sink = os.fdopen(fd, "wb")
-        compressor = None
-        try:
-            dump_read, dump_write = os.pipe()
+        with os.fdopen(fd, "wb") as sink:
             if compression.enabled:
-                copy_read, compressed_write = os.pipe()
-                compressor = Background(self._compress, compression.compress_argv(),
-                                        dump_read, compressed_write)
+                self._write_compressed(sink, writer, compression)
             else:
-                copy_read = dump_read
-            copier = Background(_copy_and_hash, copy_read, sink)
-            writer_error = None
-            out = os.fdopen(dump_write, "wb")
-            try:
-                writer(out)
-                out.flush()
-            except BaseException as error:  # noqa: B902 - reported below, by priority
-                writer_error = error
-            finally:
-                try:
-                    out.close()  # end of stream for the compressor / copier
-                except OSError as error:
-                    writer_error = writer_error or error
-            if compressor:
-                compressor.join()
-            copier.join()
-            # The root cause first: the disk, then the compressor, then the dump itself.
-            for error in (copier.error, compressor and compressor.error, writer_error):
-                if error is not None:
-                    raise error
-            return copier.result
+                writer(sink)
+                sink.flush()
+            os.fsync(sink.fileno())
+            return os.fstat(sink.fileno()).st_size
+
+    def _write_compressed(self, sink, writer, compression):
+        dump_read, dump_write = os.pipe()
+        compressor = Background(self._compress, compression.compress_argv(), dump_read,
+                                os.dup(sink.fileno()))
+        writer_error = None
+        out = os.fdopen(dump_write, "wb")
+        try:
+            writer(out)
+            out.flush()
+        except BaseException as error:  # noqa: B902 - reported below, by priority
+            writer_error = error
         finally:
-            sink.close()
+            try:
+                out.close()  # end of stream for the compressor
+            except OSError as error:
+                writer_error = writer_error or error
+        compressor.join()
+        # The root cause first: the compressor (it is the one that meets a full disk), then
+        # the dump itself.
+        for error in (compressor.error, writer_error):
+            if error is not None:
+                raise error
 
     def _compress(self, argv, read_fd, write_fd):
         with os.fdopen(read_fd, "rb") as source, os.fdopen(write_fd, "wb") as target:
             self.runner.pipeline([argv], stdin=source, stdout=target)
 
-    def _check_written(self, path, sha256, size, compression, fmt):
-        """Re-read what is on disk: size, sha256 and the compression stream must all hold."""
+    def _check_written(self, path, size, compression, fmt):
+        """Re-read what is on disk: size and stream must hold; returns the file's sha256."""
         actual_size = os.path.getsize(path)
         if actual_size != size:
             raise BackupError("%s has %d bytes on disk but %d were written"
                               % (path, actual_size, size))
-        if _sha256_file(path) != sha256:
-            raise BackupError("%s does not read back as written (sha256 differs)" % path)
+        sha256 = _sha256_file(path)
         self._test_stream(path, compression, fmt)
+        return sha256
 
     def _test_stream(self, path, compression, fmt):
         if compression.enabled:
@@ -508,8 +509,8 @@ class BackupStore:
 
         gzip = Compression("gzip")
         try:
-            sha256, size = self._stream_to_file(partial, write, gzip)
-            self._check_written(partial, sha256, size, gzip, None)
+            size = self._stream_to_file(partial, write, gzip)
+            sha256 = self._check_written(partial, size, gzip, None)
             os.rename(partial, final)
             _fsync_directory(self.directory)
         except BaseException as error:
@@ -561,26 +562,6 @@ class BackupStore:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-def _copy_and_hash(read_fd, sink):
-    """Copy a pipe into ``sink`` hashing it; on a write error close the pipe so the
-    producers stop instead of blocking."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        while True:
-            chunk = os.read(read_fd, CHUNK)
-            if not chunk:
-                break
-            sink.write(chunk)
-            digest.update(chunk)
-            size += len(chunk)
-        sink.flush()
-        os.fsync(sink.fileno())
-    finally:
-        os.close(read_fd)
-    return digest.hexdigest(), size
-
 
 def _safe_extract(fileobj, target):
     """Unpack a tar stream into ``target``, refusing anything that could land outside it."""
