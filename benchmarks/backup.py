@@ -10,15 +10,21 @@ then measures, interleaved in one run, ``--repeat`` pairs of
   including its verification: re-read + sha256 + decompress/format test on write, and the
   full verify again before a restore), and
 * raw: the same dump/restore tools with the same format and compression, by hand with shell
-  pipes,
+  pipes, with the same durability and atomicity as ours: the dump file is fsynced (``sync
+  FILE``, timed on its own so the ratio without it can be given too) and a single-stream
+  PostgreSQL restore runs as one transaction (``pg_restore --single-transaction``),
 
 and for PostgreSQL also the directory format with two jobs against single-stream. Each pair
-runs in alternating order (ours first, then raw first, ...). It reports the medians of each
+runs in rotating order (ours first, then raw first, ...). It reports the medians of each
 side and the median of the per-pair ratios ours/raw; a single absolute time is no claim on a
 noisy machine. The databases (and backup files) are removed afterwards, also on failure.
+``--json`` is rewritten after every repetition, so an interrupted run keeps what it measured;
+``--render FILE.json`` turns such a file into the Markdown tables of docs/benchmarks.md
+without running anything.
 
     .venv/bin/python benchmarks/backup.py                       # 1 GiB PG + MariaDB, 200 MiB SQLite
     .venv/bin/python benchmarks/backup.py --size-mb 64 --repeat 3 --engines postgresql
+    .venv/bin/python benchmarks/backup.py --render /tmp/bench.json --markdown /tmp/bench.md
 """
 
 import argparse
@@ -91,11 +97,52 @@ def q(value):
     return "'" + str(value).replace("'", "'\\''") + "'"
 
 
+def load_average():
+    return " ".join("%.2f" % value for value in os.getloadavg())
+
+
+def tool_versions(tools):
+    """The first line of ``<tool> --version`` for each tool (what the numbers were run with)."""
+    lines = []
+    for tool in tools:
+        proc = subprocess.run([tool, "--version"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, check=False)
+        lines.append((proc.stdout.decode("utf-8", "replace").strip().splitlines() or [tool])[0])
+    return lines
+
+
 def size_of(path):
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(root, name))
                    for root, _dirs, names in os.walk(path) for name in names)
     return os.path.getsize(path)
+
+
+def fill(size, insert, batch, max_step, target_bytes):
+    """Call ``insert(rows)`` until ``size()`` reaches ``target_bytes``: one batch to learn the
+    bytes per row, then steps of at most ``max_step`` rows."""
+    base = size()
+    insert(batch)
+    per_row = max(1.0, (size() - base) / float(batch))
+    while True:
+        missing = target_bytes - size()
+        if missing <= 0:
+            return
+        rows = max(10000, int(missing / per_row))
+        while rows > 0:
+            step = min(rows, max_step)
+            insert(step)
+            rows -= step
+
+
+def fsync_paths(target):
+    """``sync FILE...`` (coreutils: fsync of each) for a dump file, or a dump directory's files
+    and the directory: what makes the raw side as durable as ours."""
+    paths = [target]
+    if os.path.isdir(target):
+        paths = [os.path.join(root, name) for root, _dirs, names in os.walk(target)
+                 for name in names] + [target]
+    sh("sync -- " + " ".join(q(path) for path in paths))
 
 
 # -- the engines -------------------------------------------------------------------------
@@ -157,18 +204,7 @@ INSERT INTO blobs SELECT g, g, g %% 13, decode(md5(g::text || 'a') || md5(g::tex
 """ % (start + 1, start + count, start + 1, start + count))
             start += count
 
-        base = self.size()
-        insert(batch)
-        per_row = max(1.0, (self.size() - base) / float(batch))
-        while True:
-            missing = target_bytes - self.size()
-            if missing <= 0:
-                break
-            rows = max(10000, int(missing / per_row))
-            while rows > 0:
-                step = min(rows, 500000)
-                insert(step)
-                rows -= step
+        fill(self.size, insert, batch, 500000, target_bytes)
         self.psql("VACUUM ANALYZE")
         return start * 2
 
@@ -232,18 +268,7 @@ INSERT INTO blobs SELECT seq, seq, seq %% 13, UNHEX(CONCAT(md5(CONCAT(seq, 'a'))
 """ % (start + 1, start + count, start + 1, start + count))
             start += count
 
-        base = self.size()
-        insert(batch)
-        per_row = max(1.0, (self.size() - base) / float(batch))
-        while True:
-            missing = target_bytes - self.size()
-            if missing <= 0:
-                break
-            rows = max(10000, int(missing / per_row))
-            while rows > 0:
-                step = min(rows, 200000)
-                insert(step)
-                rows -= step
+        fill(self.size, insert, batch, 200000, target_bytes)
         return start * 2
 
 
@@ -251,11 +276,36 @@ INSERT INTO blobs SELECT seq, seq, seq %% 13, UNHEX(CONCAT(md5(CONCAT(seq, 'a'))
 
 
 class Bench:
-    def __init__(self, args, work):
+    def __init__(self, args, work, publish):
         self.args = args
         self.work = work
         self.runner = Runner(run_command)
         self.results = {}
+        self.publish = publish
+
+    def run_pairs(self, outcome, funcs):
+        """``--repeat`` rotating repetitions of ``funcs``; ``outcome`` (with the results so far)
+        is published after each, so an interrupted run keeps what it measured."""
+        outcome.update(results=self.results, load_before=load_average(), repeat_done=0)
+        started = time.time()
+        for index in range(self.args.repeat):
+            self.paired(index, funcs)
+            outcome.update(repeat_done=index + 1, load_after=load_average(),
+                           wall_s=time.time() - started)
+            self.publish(outcome)
+        return outcome
+
+    def probe_compression(self, engine):
+        """The compression ours picks (auto: zstd when installed, else gzip), from a first
+        manifest; returns it with the raw side's compress and decompress commands."""
+        probe_dir = tempfile.mkdtemp(prefix="probe-", dir=self.work)
+        try:
+            compression = BackupStore(probe_dir, self.runner).write("probe", engine)["compression"]
+        finally:
+            shutil.rmtree(probe_dir, ignore_errors=True)
+        tool = {"zstd": "zstd -q -c -3", "gzip": "gzip -c -6", "none": "cat"}[compression]
+        untool = {"zstd": "zstd -q -d -c", "gzip": "gzip -d -c", "none": "cat"}[compression]
+        return compression, tool, untool
 
     def record(self, key, value):
         self.results.setdefault(key, []).append(value)
@@ -295,10 +345,11 @@ class Bench:
             target = os.path.join(directory, target_name)
             try:
                 t_dump, _ = timed(sh, dump_cmd.format(out=q(target)), env)
+                t_sync, _ = timed(fsync_paths, target)
                 size = size_of(target)
                 t_restore, _ = timed(sh, restore_cmd.format(src=q(target)), env)
-                return {"dump": t_dump, "restore": t_restore, "total": t_dump + t_restore,
-                        "bytes": float(size)}
+                return {"dump": t_dump + t_sync, "sync": t_sync, "restore": t_restore,
+                        "total": t_dump + t_sync + t_restore, "bytes": float(size)}
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
         return run
@@ -320,8 +371,10 @@ class Bench:
                 "user": db.user, "password": db.password}), self.runner)
             dbarg = q(db.db)
             restore_opts = "--clean --if-exists --no-owner --exit-on-error -w"
+            # Ours restores a single stream in one transaction: so does raw here.
             raw_custom = self.raw("pg_dump -w -Fc -d %s > {out}" % dbarg,
-                                  "pg_restore %s -d %s {src}" % (restore_opts, dbarg), db.env)
+                                  "pg_restore %s --single-transaction -d %s {src}"
+                                  % (restore_opts, dbarg), db.env)
             funcs = [("ours_custom", self.ours(engine, fmt="custom")),
                      ("raw_custom", raw_custom)]
             if not a.no_parallel:
@@ -336,13 +389,13 @@ class Bench:
                         "pg_restore %s -Fd -j 1 -d %s {src}" % (restore_opts, dbarg),
                         db.env)),
                 ]
-            for index in range(a.repeat):
-                self.paired(index, funcs)
-            after = db.size()
-            return {"engine": "postgresql", "db_bytes": size, "db_bytes_after": after,
-                    "rows": rows, "generate_s": t_gen,
-                    "compression": "none (pg custom/directory compress themselves)",
-                    "results": self.results}
+            outcome = self.run_pairs(
+                {"engine": "postgresql", "db_bytes": size, "rows": rows, "generate_s": t_gen,
+                 "compression": "none (pg custom/directory compress themselves)",
+                 "versions": tool_versions(["pg_dump", "pg_restore", "psql"]) + [
+                     "server " + db.psql("SHOW server_version").strip()]}, funcs)
+            outcome["db_bytes_after"] = db.size()
+            return outcome
         finally:
             db.drop()
 
@@ -359,28 +412,19 @@ class Bench:
             engine = engine_for(Connection.from_params({
                 "engine": "mysql", "name": db.db, "host": db.host, "port": db.port,
                 "user": db.user, "password": db.password}), self.runner)
-            # Learn which compression ours picks (auto: zstd when installed, else gzip) from
-            # a first manifest, and make raw use the same.
-            ours = self.ours(engine)
-            probe_dir = tempfile.mkdtemp(prefix="probe-", dir=self.work)
-            try:
-                compression = BackupStore(probe_dir, self.runner).write(
-                    "probe", engine)["compression"]
-            finally:
-                shutil.rmtree(probe_dir, ignore_errors=True)
-            tool = {"zstd": "zstd -q -c -3", "gzip": "gzip -c -6", "none": "cat"}[compression]
-            untool = {"zstd": "zstd -q -d -c", "gzip": "gzip -d -c", "none": "cat"}[compression]
+            compression, tool, untool = self.probe_compression(engine)
             conn = db.conn_args
             dump = ("%s %s --single-transaction --routines --triggers --events --hex-blob "
                     "--default-character-set=utf8mb4 --no-tablespaces --max-allowed-packet=1G "
                     "%s | %s > {out}" % (db.dump, conn, q(db.db), tool))
             restore = "%s {src} | %s %s --max-allowed-packet=1G %s" % (
                 untool, db.client, conn, q(db.db))
-            funcs = [("ours", ours), ("raw", self.raw(dump, restore, db.env))]
-            for index in range(a.repeat):
-                self.paired(index, funcs)
-            return {"engine": "mysql", "db_bytes": size, "rows": rows, "generate_s": t_gen,
-                    "compression": compression, "results": self.results}
+            funcs = [("ours", self.ours(engine)), ("raw", self.raw(dump, restore, db.env))]
+            return self.run_pairs(
+                {"engine": "mysql", "db_bytes": size, "rows": rows, "generate_s": t_gen,
+                 "compression": compression,
+                 "versions": tool_versions([db.dump, db.client, "zstd"]) + [
+                     "server " + db.sql("SELECT VERSION()").strip()]}, funcs)
         finally:
             db.drop()
 
@@ -411,85 +455,145 @@ INSERT INTO orders SELECT n, (n * 7919) % 100000, hex(randomblob(48)), randomblo
             log("sqlite: %.0f MiB, %d rows, generated in %.0f s" % (size / MB, rows, t_gen))
             engine = engine_for(Connection.from_params({"engine": "sqlite", "name": path}),
                                 self.runner)
-            probe_dir = tempfile.mkdtemp(prefix="probe-", dir=self.work)
-            try:
-                compression = BackupStore(probe_dir, self.runner).write(
-                    "probe", engine)["compression"]
-            finally:
-                shutil.rmtree(probe_dir, ignore_errors=True)
-            tool = {"zstd": "zstd -q -c -3", "gzip": "gzip -c -6", "none": "cat"}[compression]
-            untool = {"zstd": "zstd -q -d -c", "gzip": "gzip -d -c", "none": "cat"}[compression]
+            compression, tool, untool = self.probe_compression(engine)
             copy = os.path.join(directory, "copy.sqlite3")
             dump = ("sqlite3 %s '.backup %s' && %s %s > {out} && rm -f %s"
                     % (q(path), copy, tool, q(copy), q(copy)))
             restore = ("%s {src} > %s && sqlite3 %s '.restore %s' && rm -f %s"
                        % (untool, q(copy), q(path), copy, q(copy)))
             funcs = [("ours", self.ours(engine)), ("raw", self.raw(dump, restore))]
-            for index in range(a.repeat):
-                self.paired(index, funcs)
-            return {"engine": "sqlite", "db_bytes": size, "rows": rows, "generate_s": t_gen,
-                    "compression": compression, "results": self.results}
+            return self.run_pairs(
+                {"engine": "sqlite", "db_bytes": size, "rows": rows, "generate_s": t_gen,
+                 "compression": compression,
+                 "versions": tool_versions(["sqlite3", "zstd"])}, funcs)
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
 
 # -- reporting ---------------------------------------------------------------------------
 
+# (faster, slower) variant pairs for the parallel speedup; the first is the issue's claim.
+SPEEDUPS = (("ours_dir_j2", "ours_custom"), ("raw_dir_j2", "raw_dir_j1"),
+            ("raw_dir_j2", "raw_custom"))
+
 
 def median(values):
     return statistics.median(values) if values else float("nan")
 
 
-def ratios(results, a, b, metric):
-    return [x / y for x, y in zip(results.get("%s.%s" % (a, metric), []),
-                                  results.get("%s.%s" % (b, metric), [])) if y]
+def series(results, name, metric):
+    return results.get("%s.%s" % (name, metric), [])
 
 
-def report(outcome, target):
+def ratios(results, a, b, metric, b_minus=None):
+    """Per-repetition ratios a/b of ``metric`` (b without its ``b_minus`` metric if given)."""
+    tops = series(results, a, metric)
+    bottoms = series(results, b, metric)
+    if b_minus:
+        bottoms = [x - y for x, y in zip(bottoms, series(results, b, b_minus))]
+    return [x / y for x, y in zip(tops, bottoms) if y]
+
+
+def verdict(ratio, target, higher_is_better=False):
+    met = ratio >= target if higher_is_better else ratio <= target
+    if met:
+        return "met"
+    return "**missed** by %.2f (%.0f %%)" % (abs(ratio - target), abs(ratio / target - 1) * 100)
+
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def seconds(values):
+    return "%.1f" % median(values) if values else "-"
+
+
+def pair_list(values, digits=2):
+    return ", ".join("%.*f" % (digits, value) for value in values)
+
+
+def report(outcome, target, speedup_target):
+    """The Markdown tables of one engine's outcome (as in docs/benchmarks.md)."""
     res = outcome["results"]
     mb = outcome["db_bytes"] / MB
-    lines = ["## %s: %.0f MiB on disk, %d rows, compression %s"
-             % (outcome["engine"], mb, outcome["rows"], outcome["compression"]), ""]
     names = sorted({key.split(".")[0] for key in res})
-    lines.append("| run | n | dump s | restore s | total s | MB/s (db size / total) | "
-                 "file MiB | verify s |")
-    lines.append("|---|---|---|---|---|---|---|---|")
+    done = outcome.get("repeat_done", len(series(res, names[0], "total")) if names else 0)
+    lines = ["### %s: %.0f MiB on disk, %d rows, compression %s, %d repetitions"
+             % (outcome["engine"], mb, outcome["rows"], outcome["compression"], done), ""]
+    if outcome.get("versions"):
+        lines += ["Tools: %s. Load average (1/5/15 min) before %s, after %s; %.0f s for the "
+                  "repetitions." % ("; ".join(outcome["versions"]), outcome.get("load_before"),
+                                    outcome.get("load_after"), outcome.get("wall_s", 0)), ""]
+    rows = []
     for name in names:
-        total = median(res.get(name + ".total"))
-        verify = res.get(name + ".verify")
-        lines.append("| %s | %d | %.1f | %.1f | %.1f | %.1f | %.0f | %s |" % (
-            name, len(res.get(name + ".total", [])), median(res.get(name + ".dump")),
-            median(res.get(name + ".restore")), total, mb / total if total else 0,
-            median(res.get(name + ".bytes")) / MB,
-            "%.1f" % median(verify) if verify else "-"))
+        total = median(series(res, name, "total"))
+        rows.append([name, len(series(res, name, "total")), seconds(series(res, name, "dump")),
+                     seconds(series(res, name, "sync")), seconds(series(res, name, "restore")),
+                     seconds(series(res, name, "total")), "%.1f" % (mb / total if total else 0),
+                     "%.0f" % (median(series(res, name, "bytes")) / MB),
+                     seconds(series(res, name, "verify"))])
+    lines += table(["variant", "n", "dump s (incl. fsync)", "of which raw fsync s", "restore s",
+                    "total s", "MB/s", "file MiB", "ours verify s"], rows)
     lines.append("")
-    pairs = [(n, n.replace("ours", "raw")) for n in names if n.startswith("ours")]
-    for ours, raw in pairs:
+    rows = []
+    for ours in [n for n in names if n.startswith("ours")]:
+        raw = ours.replace("ours", "raw")
         if raw not in names:
             continue
-        for metric in ("dump", "restore", "total"):
-            rs = ratios(res, ours, raw, metric)
-            lines.append("- %s / %s %s: median ratio %.3f (pairs: %s)%s" % (
-                ours, raw, metric, median(rs), ", ".join("%.3f" % r for r in rs),
-                " - target <= %.2f %s" % (target, "met" if median(rs) <= target else "MISSED")
-                if metric == "total" else ""))
-        # Ours without its verification (write re-reads, hashes and tests the file; restore
-        # verifies again first): subtract the separately measured verify time twice.
-        adj = [(o - 2 * v) / r for o, v, r in zip(res.get(ours + ".total", []),
-                                                  res.get(ours + ".verify", []),
-                                                  res.get(raw + ".total", [])) if r]
-        if adj:
-            lines.append("- %s / %s total without the two verifications (estimate): median "
-                         "ratio %.3f" % (ours, raw, median(adj)))
-    for fast, slow in (("ours_dir_j2", "ours_custom"), ("raw_dir_j2", "raw_dir_j1"),
-                       ("raw_dir_j2", "raw_custom")):
+        total = ratios(res, ours, raw, "total")
+        if not total:
+            continue
+        rows.append(["%s / %s" % (ours, raw), "%.2f" % median(ratios(res, ours, raw, "dump")),
+                     "%.2f" % median(ratios(res, ours, raw, "restore")),
+                     "**%.2f**" % median(total), pair_list(total), verdict(median(total), target)])
+        without = ratios(res, ours, raw, "total", b_minus="sync")
+        if without:
+            rows.append(["%s / %s without raw's fsync" % (ours, raw),
+                         "%.2f" % median(ratios(res, ours, raw, "dump", b_minus="sync")), "-",
+                         "%.2f" % median(without), pair_list(without),
+                         verdict(median(without), target)])
+    if rows:
+        lines += table(["ratio ours / raw (median of pairs)", "dump", "restore", "total",
+                        "pairs (total)", "target <= %.2f" % target], rows)
+        lines.append("")
+    rows = []
+    for fast, slow in SPEEDUPS:
         if fast in names and slow in names:
-            for metric in ("dump", "restore", "total"):
-                rs = ratios(res, slow, fast, metric)
-                lines.append("- speedup %s vs %s %s: median %.2fx (pairs: %s)" % (
-                    fast, slow, metric, median(rs), ", ".join("%.2f" % r for r in rs)))
-    lines.append("")
+            total = ratios(res, slow, fast, "total")
+            rows.append(["%s vs %s" % (fast, slow),
+                         "%.2fx" % median(ratios(res, slow, fast, "dump")),
+                         "%.2fx" % median(ratios(res, slow, fast, "restore")),
+                         "**%.2fx**" % median(total), pair_list(total),
+                         verdict(median(total), speedup_target, higher_is_better=True)])
+    if rows:
+        lines += table(["speedup (median of pairs)", "dump", "restore", "total",
+                        "pairs (total)", "target >= %.1fx" % speedup_target], rows)
+        lines.append("")
     return "\n".join(lines)
+
+
+def render(data):
+    """All of a --json file as Markdown: the command, the machine, one section per engine."""
+    meta = data.get("meta", {})
+    lines = ["Command: `%s`" % meta.get("command", "?"), "",
+             "Machine: %s, %s CPUs, Python %s; started %s, wall time %s s." % (
+                 meta.get("platform"), meta.get("cpus"), meta.get("python"),
+                 meta.get("started"), "%.0f" % meta["wall_s"] if "wall_s" in meta else "?"), ""]
+    args = data.get("args", {})
+    for outcome in data.get("outcomes", []):
+        lines.append(report(outcome, args.get("target", 1.05),
+                            args.get("speedup_target", 1.6)))
+    return "\n".join(lines)
+
+
+def write_json(path, data):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+    os.replace(temporary, path)
 
 
 def main():
@@ -503,8 +607,13 @@ def main():
     parser.add_argument("--no-parallel", action="store_true",
                         help="skip the PostgreSQL directory-format runs")
     parser.add_argument("--target", type=float, default=1.05, help="ours/raw ratio target")
+    parser.add_argument("--speedup-target", type=float, default=1.6,
+                        help="parallel vs single-stream speedup target")
     parser.add_argument("--workdir", default=None, help="where backup files go (default: tmp)")
-    parser.add_argument("--json", help="also write the raw measurements here")
+    parser.add_argument("--json", help="write the measurements here (after every repetition)")
+    parser.add_argument("--render", metavar="JSON",
+                        help="run nothing: turn a --json file into the Markdown tables")
+    parser.add_argument("--markdown", help="also write the Markdown tables to this file")
     parser.add_argument("--pg-host", default="127.0.0.1")
     parser.add_argument("--pg-port", type=int, default=5432)
     parser.add_argument("--pg-user", default="postgres")
@@ -515,26 +624,48 @@ def main():
     parser.add_argument("--my-password", default=os.environ.get("MYSQL_PWD"))
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix="dbsafe-bench-", dir=args.workdir)
-    outcomes = []
+    if args.render:
+        with open(args.render) as handle:
+            text = render(json.load(handle))
+    else:
+        text = render(measure(args))
+    print(text, flush=True)
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(text + "\n")
+
+
+def measure(args):
+    arguments = {key: value for key, value in vars(args).items() if "password" not in key}
+    data = {"args": arguments, "outcomes": [], "meta": {
+        "command": " ".join(["benchmarks/backup.py"] + sys.argv[1:]),
+        "platform": platform.platform(), "cpus": os.cpu_count(),
+        "python": platform.python_version(), "load_at_start": load_average(),
+        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}}
     started = time.time()
+
+    def publish(outcome):
+        if not any(known is outcome for known in data["outcomes"]):
+            data["outcomes"].append(outcome)
+        data["meta"]["wall_s"] = time.time() - started
+        if args.json:
+            write_json(args.json, data)
+
+    work = tempfile.mkdtemp(prefix="dbsafe-bench-", dir=args.workdir)
     try:
         for name in [e.strip() for e in args.engines.split(",") if e.strip()]:
-            bench = Bench(args, work)
+            bench = Bench(args, work, publish)
             method = {"postgresql": bench.postgresql, "mysql": bench.mysql,
                       "mariadb": bench.mysql, "sqlite": bench.sqlite}[name]
             outcome = method()
-            outcomes.append(outcome)
-            print("\n" + report(outcome, args.target), flush=True)
+            print("\n" + report(outcome, args.target, args.speedup_target), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print("machine: %s, %d cores, Python %s; wall time %.0f s"
-          % (platform.platform(), os.cpu_count(), platform.python_version(),
-             time.time() - started))
+    data["meta"]["wall_s"] = time.time() - started
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "outcomes": outcomes}, handle, indent=2,
-                      default=str)
+        write_json(args.json, data)
+    log("wall time %.0f s" % data["meta"]["wall_s"])
+    return data
 
 
 if __name__ == "__main__":
