@@ -27,27 +27,31 @@ def snapshot(db):
     return engine_of(db).snapshot()
 
 
-def prepared(db, tmp_path, upto=2):
+def prepared(db, tmp_path, upto=2, python=None):
     """A demo copy with authors + books up to the ``upto``-th migration applied and data."""
     project = demo.copy_demo(tmp_path)
     names = demo.migration_names(project)
-    demo.manage(project, db, "migrate")
+    demo.manage(project, db, "migrate", python=python)
     if upto < len(names):
-        demo.manage(project, db, "migrate", "books", names[upto - 1])
+        demo.manage(project, db, "migrate", "books", names[upto - 1], python=python)
     demo.manage(project, db, "shell", "-c",
                 "from authors.models import Author\n"
-                "Author.objects.create(name='Ursula', born='1929-10-21')\n")
+                "Author.objects.create(name='Ursula', born='1929-10-21')\n", python=python)
     return project, names
 
 
-def test_success_then_idempotent(database, tmp_path):
-    project, names = prepared(database, tmp_path)
-    args = args_for(project, database, tmp_path)
+# Django 3.2 on Python 3.8 too: old projects; introspect.py and the guard must work there.
+@pytest.mark.parametrize("django", ["5.2", "3.2"])
+def test_success_then_idempotent(database, tmp_path, django):
+    python = demo.python_for(django)
+    project, names = prepared(database, tmp_path, python=python)
+    args = args_for(project, database, tmp_path, python=python)
 
     first = run_module("django_migrate_guarded", args)
 
     assert not first["failed"], first.get("msg")
     assert first["changed"] is True and first["restored"] is False
+    assert first["before"]["django_version"].startswith(django)
     assert os.path.isfile(first["backup"]["path"])
     assert len(first["backup"]["sha256"]) == 64
     assert [s["migration"] for s in first["applied"] if s["migration"].startswith("books")] == \
@@ -73,13 +77,14 @@ def stat_mode(path):
     return os.stat(path).st_mode & 0o777
 
 
-@pytest.mark.parametrize("kind", ["runpython", "runsql"])
-def test_failing_migration_is_restored_and_proven(database, tmp_path, kind):
-    project, names = prepared(database, tmp_path, upto=5)
+@pytest.mark.parametrize("kind, django", [("runpython", "5.2"), ("runsql", "5.2"), ("runpython", "3.2")])
+def test_failing_migration_is_restored_and_proven(database, tmp_path, kind, django):
+    python = demo.python_for(django)
+    project, names = prepared(database, tmp_path, upto=5, python=python)
     failing = demo.add_failing_migration(project, kind)
     before = snapshot(database)
 
-    result = run_module("django_migrate_guarded", args_for(project, database, tmp_path))
+    result = run_module("django_migrate_guarded", args_for(project, database, tmp_path, python=python))
 
     assert result["failed"] is True
     assert "books.%s" % failing in result["msg"]
