@@ -4,8 +4,9 @@
 """The guarded migrate: preflight -> lock -> backup -> migrate -> verify, and on any failure
 restore the backup and prove the database equals its state before the run.
 
-Two launches of the project's interpreter in the normal case: one to plan (facts), one to
-migrate and read the state afterwards. The module file is a thin shell around ``GuardedMigrate``.
+One launch of the project's interpreter (a DjangoProject.session): it answers the facts,
+waits while the guard takes the lock and the backup, then migrates and reads the state
+afterwards. The module file is a thin shell around ``GuardedMigrate``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -128,12 +129,18 @@ class GuardedMigrate:
         self.diff = diff
         self.warn = warn or (lambda message: None)
         self.timings = {}
+        self.session = None  # the ProjectSession of a run
         self.result = {"changed": False, "restored": False, "backup": None, "lock": None,
                        "applied": [], "fake": bool(options.fake or options.fake_initial)}
 
     def run(self):
-        started = time.time()
-        before = self._timed("introspect", self.project.facts, database=self.options.database,
+        # ONE launch of the project's interpreter for the whole run: facts now, migrate (and
+        # the facts after it) once the lock and the backup are in place.
+        with self.project.session() as self.session:
+            return self._run(time.time())
+
+    def _run(self, started):
+        before = self._timed("introspect", self.session.facts, database=self.options.database,
                              target=self.options.target, sql=self.diff)
         plan = before["facts"]["plan"]
         self.result.update(before=state.migration_facts(before), plan=plan)
@@ -199,7 +206,7 @@ class GuardedMigrate:
         rows = set("%s.%s" % tuple(row) for row in snapshot["migrations"] or [])
         if rows == set(before["facts"]["applied_rows"]):
             return before, plan
-        before = self._timed("introspect_again", self.project.facts,
+        before = self._timed("introspect_again", self.session.facts,
                              database=self.options.database, target=self.options.target)
         plan = before["facts"]["plan"]
         self._preflight(before, plan)
@@ -226,7 +233,7 @@ class GuardedMigrate:
     def _migrate_and_verify(self, engine, before, plan, snapshot, backup):
         try:
             after = self._timed(
-                "migrate", self.project.migrate, database=self.options.database,
+                "migrate", self.session.migrate, database=self.options.database,
                 target=self.options.target, fake=self.options.fake,
                 fake_initial=self.options.fake_initial,
             )

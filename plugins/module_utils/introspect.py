@@ -573,18 +573,42 @@ def run(request):
     return result
 
 
-def main(request):
+def answer_for(request):
     try:
-        answer = {"ok": True, "result": run(request)}
+        return {"ok": True, "result": run(request)}
     except IntrospectionError as error:
-        answer = {"ok": False, "kind": error.kind, "message": error.message,
-                  "details": error.details}
+        return {"ok": False, "kind": error.kind, "message": error.message,
+                "details": error.details}
     except Exception as error:
-        answer = {"ok": False, "kind": "exception",
-                  "message": "%s: %s" % (error.__class__.__name__, error),
-                  "traceback": traceback.format_exc()}
-    sys.stdout.write("\n%s %s\n" % (RESULT_MARKER, json.dumps(answer, default=str)))
-    sys.stdout.flush()
+        return {"ok": False, "kind": "exception",
+                "message": "%s: %s" % (error.__class__.__name__, error),
+                "traceback": traceback.format_exc()}
+
+
+def close_connections():
+    """Between the requests of a session: hold no connection (no lock, no transaction) while
+    the module backs up or restores the database."""
+    try:
+        from django.db import connections
+        connections.close_all()
+    except Exception:  # Django never booted: nothing is open
+        pass
+
+
+def main(request):
+    """Answer ``request``; in a session (``session: true``) then the next request line on
+    stdin, and so on, until end of input or an error answer."""
+    while True:
+        answer = answer_for(request)
+        sys.stdout.write("\n%s %s\n" % (RESULT_MARKER, json.dumps(answer, default=str)))
+        sys.stdout.flush()
+        if not request.get("session") or not answer["ok"]:
+            return
+        close_connections()
+        line = sys.stdin.readline()
+        if not line.strip():
+            return
+        request = dict(json.loads(line), session=True)
 
 
 if __name__ == "__dbsafe__":

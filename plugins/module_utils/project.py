@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import json
 import os
 import pkgutil
@@ -42,11 +43,14 @@ SECRET_KEY_PATTERN = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECA
 
 # Read the request line, then run the rest of stdin as introspect.py. Keeps argv short and free
 # of secrets, and works through `docker compose exec -T` as well as locally.
+# In a session (see DjangoProject.session) stdin stays open for the next requests, so the
+# request says how many characters of source follow.
 LOADER = (
     "import json,sys;"
     "r=json.loads(sys.stdin.readline());"
+    "n=r.get('source_chars');"
     "g={'__name__':'__dbsafe__','REQUEST':r};"
-    "exec(compile(sys.stdin.read(),'dbsafe_introspect.py','exec'),g)"
+    "exec(compile(sys.stdin.read(n) if n else sys.stdin.read(),'dbsafe_introspect.py','exec'),g)"
 )
 
 
@@ -112,24 +116,53 @@ class DjangoProject:
                 % self.interpreter
             )
 
-    def call(self, request):
-        """One launch of the project's interpreter; returns introspect's ``result`` dict."""
-        self.check_local()
+    def _request(self, request):
         request = dict(request)
         request.update(
             project_path=self.project_path,
             settings=self.settings,
             environment=self.environment,
         )
-        argv = self.command_prefix + [self.interpreter, "-c", LOADER]
-        data = json.dumps(request) + "\n" + _introspect_source()
+        return request
+
+    def _argv(self):
+        return self.command_prefix + [self.interpreter, "-c", LOADER]
+
+    def call(self, request):
+        """One launch of the project's interpreter; returns introspect's ``result`` dict."""
+        self.check_local()
+        data = json.dumps(self._request(request)) + "\n" + _introspect_source()
         self.launches += 1
         try:
-            result = self.runner.run(argv, data=data, check=False, cwd=self._cwd())
+            result = self.runner.run(self._argv(), data=data, check=False, cwd=self._cwd())
         except CommandError as error:
             raise ProjectError(
                 "cannot start the project's interpreter %s: %s" % (self.interpreter, error.msg)
             )
+        return self._answer(result)
+
+    @contextlib.contextmanager
+    def session(self):
+        """ONE launch of the project's interpreter for several requests, in order: the guarded
+        migrate asks for the facts, takes its lock and backup, then asks it to migrate (and
+        for the facts again if the state moved while it waited). Django boots once. Between
+        requests the process has closed its database connections and waits on stdin; it ends
+        when the session is closed (or killed if it does not). Yields a ProjectSession."""
+        self.check_local()
+        try:
+            process = self.runner.session(self._argv(), cwd=self._cwd())
+        except CommandError as error:
+            raise ProjectError(
+                "cannot start the project's interpreter %s: %s" % (self.interpreter, error.msg)
+            )
+        self.launches += 1
+        try:
+            yield ProjectSession(self, process)
+        finally:
+            process.close()
+
+    def _answer(self, result):
+        """introspect's ``result`` from a CommandResult, or a ProjectError saying why not."""
         answer = _parse_answer(result.stdout)
         if answer is None:
             raise ProjectError(
@@ -160,11 +193,7 @@ class DjangoProject:
         return None
 
     def facts(self, database="default", apps=None, target=None, sql=False, pending=True):
-        request = {"action": "facts", "database": database, "apps": apps or [],
-                   "sql": sql, "pending": pending}
-        if target:
-            request["target"] = target
-        return self.call(request)
+        return self.call(facts_request(database, apps, target, sql, pending))
 
     def migrate(self, database="default", target=None, fake=False, fake_initial=False):
         """Run migrate in the project and gather the facts after it, in one launch.
@@ -172,11 +201,7 @@ class DjangoProject:
         Returns the introspect result with ``migrate`` ({steps, error, output}) and ``facts``
         (None with ``facts_error`` when they could not be read afterwards).
         """
-        request = {"action": "migrate", "database": database, "fake": fake,
-                   "fake_initial": fake_initial, "pending": True}
-        if target:
-            request["target"] = target
-        return self.call(request)
+        return self.call(migrate_request(database, target, fake, fake_initial))
 
     def migrate_to_set(self, applied, database="default", overrides=None):
         """Migrate ANOTHER, empty database to exactly the applied set ``applied``, in one launch.
@@ -196,6 +221,49 @@ class DjangoProject:
     def connection(result):
         """The Connection of the database the result was gathered for (password included)."""
         return Connection.from_django(result["database"])
+
+
+class ProjectSession:
+    """The requests of one DjangoProject.session: ``facts`` and ``migrate`` answer like
+    DjangoProject's, without a new launch."""
+
+    def __init__(self, project, process):
+        self.project = project
+        self.process = process
+        self.asked = 0
+
+    def call(self, request):
+        request = dict(self.project._request(request), session=True)
+        if self.asked == 0:  # the first request brings introspect.py along
+            source = _introspect_source()
+            request["source_chars"] = len(source)
+            data = json.dumps(request) + "\n" + source
+        else:
+            data = json.dumps(request) + "\n"
+        self.asked += 1
+        return self.project._answer(self.process.ask(data, introspect.RESULT_MARKER))
+
+    def facts(self, database="default", apps=None, target=None, sql=False, pending=True):
+        return self.call(facts_request(database, apps, target, sql, pending))
+
+    def migrate(self, database="default", target=None, fake=False, fake_initial=False):
+        return self.call(migrate_request(database, target, fake, fake_initial))
+
+
+def facts_request(database="default", apps=None, target=None, sql=False, pending=True):
+    request = {"action": "facts", "database": database, "apps": apps or [],
+               "sql": sql, "pending": pending}
+    if target:
+        request["target"] = target
+    return request
+
+
+def migrate_request(database="default", target=None, fake=False, fake_initial=False):
+    request = {"action": "migrate", "database": database, "fake": fake,
+               "fake_initial": fake_initial, "pending": True}
+    if target:
+        request["target"] = target
+    return request
 
 
 def _parse_answer(stdout):

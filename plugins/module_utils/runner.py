@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import collections
 import os
 import subprocess
 import threading
@@ -74,6 +75,12 @@ class Runner:
                 argv=argv, rc=rc, stderr=_tail(err, 4000),
             )
         return result
+
+    def session(self, argv, cwd=None):
+        """Start ``argv`` as a Session (see there) with this runner's environment."""
+        environ = dict(os.environ)
+        environ.update(self.env)
+        return Session(argv, environ, cwd=cwd)
 
     def pipeline(self, stages, stdin=None, stdout=None, env=None):
         """Stream data through ``stages`` (a list of argv lists), like ``a | b | c``.
@@ -140,6 +147,77 @@ class Runner:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+
+
+class Session:
+    """A process that answers several requests on stdin/stdout, one after another.
+
+    The one exception to "every command through ``run_command``" besides ``pipeline``:
+    ``run_command`` waits for the process to end, and the guarded migrate must keep ONE
+    launch of the project's interpreter alive across its steps (facts, then lock and backup
+    in the module, then migrate), because booting Django is the expensive part. Requests and
+    answers are text lines; stderr is drained in the background (a chatty project must not
+    block), and the process is killed if it is still there when the session is closed.
+    """
+
+    def __init__(self, argv, env, cwd=None):
+        self.argv = [str(a) for a in argv]
+        self._stderr = collections.deque(maxlen=200)  # the tail is enough for a message
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=env, cwd=cwd, close_fds=True,
+                encoding="utf-8", errors="replace", bufsize=1,
+            )
+        except OSError as error:
+            raise CommandError("cannot run %s: %s" % (self.argv[0], error), argv=self.argv)
+        self._thread = threading.Thread(target=_collect, args=(self.proc.stderr, self._stderr))
+        self._thread.daemon = True
+        self._thread.start()
+
+    def ask(self, data, answer_prefix):
+        """Send ``data``; read stdout up to the first line starting with ``answer_prefix``.
+
+        Returns a CommandResult whose ``stdout`` is everything read for this request and whose
+        ``rc`` is None while the process still runs (it ended without an answer otherwise).
+        """
+        try:
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        except (IOError, OSError, ValueError):
+            pass  # it died: what it printed (or did not) says why
+        lines = []
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                self._thread.join(5)
+                break
+            lines.append(line)
+            if line.startswith(answer_prefix):
+                break
+        return CommandResult(self.argv, self.proc.poll(), "".join(lines), "".join(self._stderr))
+
+    def close(self, timeout=60):
+        """End of input: the process finishes; killed if it does not within ``timeout``."""
+        try:
+            self.proc.stdin.close()
+        except (IOError, OSError, ValueError):
+            pass
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._thread.join(5)
+        self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def _collect(stream, sink):
+    for line in iter(stream.readline, ""):
+        sink.append(line)
+    stream.close()
 
 
 def _drain(stream, sink, key):

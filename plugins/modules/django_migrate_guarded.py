@@ -19,8 +19,9 @@ description:
     loses data (unless O(allow_data_loss)) and O(fake) or O(fake_initial) (unless O(allow_fake)).
   - Works the same on MySQL/MariaDB, where DDL is not transactional and a failed migration
     leaves a half-changed schema behind; the restore undoes it.
-  - Two launches of the project's interpreter when there is something to do (plan, then
-    migrate and read the state back), one when there is nothing to do.
+  - One launch of the project's interpreter, also when there is something to do. It
+    answers the plan, waits while the module takes the lock and the backup, then migrates
+    and reads the state back.
 author:
   - dbsafe.django developers (@dbsafe)
 extends_documentation_fragment:
