@@ -24,6 +24,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
     ProjectError,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.runner import exit_status
 
 # The options every module that works on a project takes (documented in the doc fragment
 # dbsafe.django.project).
@@ -166,8 +167,8 @@ class DjangoProject:
         answer = _parse_answer(result.stdout)
         if answer is None:
             raise ProjectError(
-                "the project's interpreter %s exited with %s without an answer: %s"
-                % (self.interpreter, result.rc, _tail(result.stderr or result.stdout)),
+                "the project's interpreter %s %s without an answer: %s"
+                % (self.interpreter, exit_status(result.rc), _tail(result.stderr or result.stdout)),
                 rc=result.rc,
             )
         if not answer["ok"]:

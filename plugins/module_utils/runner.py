@@ -21,6 +21,17 @@ import threading
 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import CommandError
 
+# The signals a killed tool usually died of, named in messages ("killed by SIGKILL").
+_SIGNAL_NAMES = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV",
+                 13: "SIGPIPE", 15: "SIGTERM"}
+
+
+def exit_status(rc):
+    """'exited with 3', or for a negative rc 'was killed by signal 9 (SIGKILL)'."""
+    if rc is not None and rc < 0:
+        return "was killed by signal %d (%s)" % (-rc, _SIGNAL_NAMES.get(-rc, "signal"))
+    return "exited with %s" % rc
+
 BASE_ENV = {"LC_ALL": "C", "LANG": "C"}
 
 
@@ -71,7 +82,7 @@ class Runner:
         result = CommandResult(argv, rc, out, err)
         if check and rc != 0:
             raise CommandError(
-                "%s exited with %s: %s" % (os.path.basename(argv[0]), rc, _tail(err or out)),
+                "%s %s: %s" % (os.path.basename(argv[0]), exit_status(rc), _tail(err or out)),
                 argv=argv, rc=rc, stderr=_tail(err, 4000),
             )
         return result
@@ -138,7 +149,7 @@ class Runner:
             if errors:
                 argv, rc, err = errors[0]
                 raise CommandError(
-                    "%s exited with %s: %s" % (os.path.basename(argv[0]), rc, _tail(err)),
+                    "%s %s: %s" % (os.path.basename(argv[0]), exit_status(rc), _tail(err)),
                     argv=argv, rc=rc, stderr=_tail(err, 4000),
                 )
             return captured
