@@ -19,6 +19,11 @@ description:
     loses data (unless O(allow_data_loss)) and O(fake) or O(fake_initial) (unless O(allow_fake)).
   - Works the same on MySQL/MariaDB, where DDL is not transactional and a failed migration
     leaves a half-changed schema behind; the restore undoes it.
+  - While it holds the lock it keeps a marker C(.dbsafe-run-<label>.json) in O(backup_dir)
+    (holder, phase, backup, the snapshot before). A run that finds the marker of a run that
+    died holding the lock (killed, host crashed) warns; if that run died while migrating, it
+    first restores that run's backup and proves the database equals that run's state before,
+    and only then plans and migrates. A marker whose writer still runs on this host is refused.
   - One launch of the project's interpreter, also when there is something to do. It
     answers the plan, waits while the module takes the lock and the backup, then migrates
     and reads the state back.
@@ -168,7 +173,9 @@ restored:
   returned: always
   type: bool
 lock:
-  description: The lock held from backup to verification, and how long we waited for it.
+  description:
+    - The lock held from backup to verification, and how long we waited for it.
+    - On SQLite, C(holder.taken_over_from) names a holder that died holding the lock (a warning says so too).
   returned: when the database was touched
   type: dict
   sample: {name: 'dbsafe.django:shop', holder: {host: web1, pid: 4242, since: '2026-11-21T01:00:00Z'}, waited: 0.01}
