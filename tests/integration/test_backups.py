@@ -1,6 +1,7 @@
 """BackupStore with the real engines and servers: round trips, damage, full disks, retention,
 media."""
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -83,6 +84,8 @@ def test_write_verify_restore_round_trip(database, tmp_path, compression):
     assert manifest["format"] == engine.default_format()
     assert manifest["migrations"] == before["migrations"]
     assert manifest["size"] == os.path.getsize(backup["path"])
+    with open(backup["path"], "rb") as handle:  # the hash is of the bytes on disk
+        assert manifest["sha256"] == hashlib.sha256(handle.read()).hexdigest()
     assert manifest["media"] is None and manifest["format_version"] == 1
     assert manifest["tool_versions"] and manifest["dbsafe_version"]
     assert set(manifest) >= {"host", "port", "label", "created_at", "sha256"}
