@@ -32,6 +32,7 @@ def exit_status(rc):
         return "was killed by signal %d (%s)" % (-rc, _SIGNAL_NAMES.get(-rc, "signal"))
     return "exited with %s" % rc
 
+
 BASE_ENV = {"LC_ALL": "C", "LANG": "C"}
 
 

@@ -40,7 +40,7 @@ def assert_nothing_migrated(case, result, before, db, backups, *fault_words):
     assert not result.get("applied"), result.get("applied")
     assert diff_snapshots(before, harness.snapshot(db)) == []
     assert any(word in result["msg"] for word in fault_words), (fault_words, result["msg"])
-    left = [n for n in os.listdir(str(backups))] if os.path.isdir(str(backups)) else []
+    left = os.listdir(str(backups)) if os.path.isdir(str(backups)) else []
     assert [n for n in left if not n.startswith(".")] == [], left
 
 
