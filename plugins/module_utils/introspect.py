@@ -281,7 +281,7 @@ def pending_changes(loader):
     # The base questioner answers with defaults and never exits or prompts.
     questioner = MigrationQuestioner(specified_apps=set(), dry_run=True)
     autodetector = MigrationAutodetector(
-        loader.project_state(), ProjectState.from_apps(apps), questioner
+        migrations_state(loader), ProjectState.from_apps(apps), questioner
     )
     changes = autodetector.changes(graph=loader.graph)
     result = {}
@@ -290,6 +290,28 @@ def pending_changes(loader):
             describe(operation) for migration in migrations for operation in migration.operations
         ]
     return result
+
+
+def migrations_state(loader):
+    """``loader.project_state()``: the state every migration builds, applied in the same order.
+
+    Django collects that order with a list membership test per migration (quadratic: seconds
+    at 5,000 migrations); a set gives the same order in linear time.
+    """
+    from django.db.migrations.state import ProjectState
+
+    graph = loader.graph
+    seen = set()
+    order = []
+    for leaf in graph.leaf_nodes():
+        for key in graph.forwards_plan(leaf):
+            if key not in seen:
+                seen.add(key)
+                order.append(key)
+    state = ProjectState(real_apps=loader.unmigrated_apps)
+    for key in order:
+        state = graph.nodes[key].mutate_state(state, preserve=False)
+    return state
 
 
 def describe(operation):
