@@ -48,7 +48,7 @@ sys.path.insert(0, COLLECTIONS)
 try:
     from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
     from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
-    from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+    from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
     from ansible_collections.dbsafe.django.plugins.module_utils.runner import Runner
 except ImportError as error:  # pragma: no cover - a hint for people running it by hand
     sys.exit("cannot import the collection (%s): run scripts/bootstrap first so that "

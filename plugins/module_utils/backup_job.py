@@ -12,7 +12,7 @@ import re
 
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     ProjectError,

@@ -32,7 +32,7 @@ import tempfile
 import time
 
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     DbsafeError,
     EngineError,

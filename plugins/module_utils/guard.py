@@ -20,7 +20,7 @@ import time
 from ansible_collections.dbsafe.django.plugins.module_utils import run_marker, state
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import Background
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     DbsafeError,

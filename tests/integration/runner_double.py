@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.runner import Runner
 
 

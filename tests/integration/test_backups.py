@@ -20,7 +20,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.backups import (
     tree_hash,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     RestoreFailed,

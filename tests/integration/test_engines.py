@@ -21,7 +21,7 @@ from runner_double import (
     seed,
 )
 
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
     canonical_json,
     normalize_expression,
@@ -516,7 +516,7 @@ sys.path.insert(0, sys.argv[1])
 sys.path.insert(0, sys.argv[2])
 from runner_double import make_runner
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import engine_for
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 params = json.loads(sys.stdin.readline())
 engine = engine_for(Connection.from_params(params), make_runner())
 with engine.lock("migrate", timeout=5):
