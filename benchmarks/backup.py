@@ -300,7 +300,8 @@ class Bench:
         manifest; returns it with the raw side's compress and decompress commands."""
         probe_dir = tempfile.mkdtemp(prefix="probe-", dir=self.work)
         try:
-            compression = BackupStore(probe_dir, self.runner).write("probe", engine)["compression"]
+            store = BackupStore(probe_dir, self.runner)
+            compression = store.write("probe", engine)["compression"]
         finally:
             shutil.rmtree(probe_dir, ignore_errors=True)
         tool = {"zstd": "zstd -q -c -3", "gzip": "gzip -c -6", "none": "cat"}[compression]
