@@ -14,10 +14,11 @@ then measures, interleaved in one run, ``--repeat`` pairs of
   FILE``, timed on its own so the ratio without it can be given too) and a single-stream
   PostgreSQL restore runs as one transaction (``pg_restore --single-transaction``),
 
-and for PostgreSQL also the directory format with two jobs against single-stream. Each pair
-runs in rotating order (ours first, then raw first, ...). It reports the medians of each
-side and the median of the per-pair ratios ours/raw; a single absolute time is no claim on a
-noisy machine. The databases (and backup files) are removed afterwards, also on failure.
+and for PostgreSQL also the directory format with two jobs against single-stream. The order
+changes every repetition (``run_order``); PostgreSQL is vacuumed and checkpointed, untimed,
+before each variant. It reports the medians of each side and the median of the per-pair
+ratios ours/raw; a single absolute time is no claim on a noisy machine. The databases (and
+backup files) are removed afterwards, also on failure.
 ``--json`` is rewritten after every repetition, so an interrupted run keeps what it measured;
 ``--render FILE.json`` turns such a file into the Markdown tables of docs/benchmarks.md
 without running anything.
@@ -118,6 +119,15 @@ def size_of(path):
     return os.path.getsize(path)
 
 
+def run_order(items, index):
+    """The order of repetition ``index``: rotated by ``index // 2`` and reversed on odd
+    repetitions, so neighbours swap places every repetition (ab, ba, ba, ab, ...; abcde,
+    edcba, bcdea, ...) instead of one always running right before the other."""
+    shift = (index // 2) % len(items)
+    order = items[shift:] + items[:shift]
+    return order[::-1] if index % 2 else order
+
+
 def fill(size, insert, batch, max_step, target_bytes):
     """Call ``insert(rows)`` until ``size()`` reaches ``target_bytes``: one batch to learn the
     bytes per row, then steps of at most ``max_step`` rows."""
@@ -175,6 +185,12 @@ class Postgres:
 
     def size(self):
         return int(self.psql("SELECT pg_database_size(current_database())"))
+
+    def settle(self):
+        # A freshly restored database has no hint bits or visibility map yet, and autovacuum
+        # and the checkpointer would work on it during the next variant's dump.
+        self.psql("VACUUM ANALYZE")
+        self.psql("CHECKPOINT")
 
     def generate(self, target_bytes):
         # Two tables of similar size (so two jobs have two things to do), text from md5()
@@ -283,13 +299,13 @@ class Bench:
         self.results = {}
         self.publish = publish
 
-    def run_pairs(self, outcome, funcs):
-        """``--repeat`` rotating repetitions of ``funcs``; ``outcome`` (with the results so far)
-        is published after each, so an interrupted run keeps what it measured."""
+    def run_pairs(self, outcome, funcs, settle=None):
+        """``--repeat`` repetitions of ``funcs``; ``outcome`` (with the results so far) is
+        published after each, so an interrupted run keeps what it measured."""
         outcome.update(results=self.results, load_before=load_average(), repeat_done=0)
         started = time.time()
         for index in range(self.args.repeat):
-            self.paired(index, funcs)
+            self.paired(index, funcs, settle)
             outcome.update(repeat_done=index + 1, load_after=load_average(),
                            wall_s=time.time() - started)
             self.publish(outcome)
@@ -311,12 +327,13 @@ class Bench:
     def record(self, key, value):
         self.results.setdefault(key, []).append(value)
 
-    def paired(self, index, named_funcs):
-        """Run (name, func) in rotating order; func returns {metric: seconds, ...}."""
-        order = list(named_funcs)
-        shift = index % len(order)
-        order = order[shift:] + order[:shift]
-        for name, func in order:
+    def paired(self, index, named_funcs, settle=None):
+        """Run (name, func) in the order of repetition ``index``; func returns {metric:
+        seconds, ...}. ``settle()`` runs untimed before each, so every variant starts from the
+        same server state (not from the previous variant's aftermath)."""
+        for name, func in run_order(list(named_funcs), index):
+            if settle:
+                settle()
             log("  rep %d: %s" % (index + 1, name))
             for metric, value in func().items():
                 self.record("%s.%s" % (name, metric), value)
@@ -393,8 +410,9 @@ class Bench:
             outcome = self.run_pairs(
                 {"engine": "postgresql", "db_bytes": size, "rows": rows, "generate_s": t_gen,
                  "compression": "none (pg custom/directory compress themselves)",
+                 "settle": "VACUUM ANALYZE; CHECKPOINT before each variant",
                  "versions": tool_versions(["pg_dump", "pg_restore", "psql"]) + [
-                     "server " + db.psql("SHOW server_version").strip()]}, funcs)
+                     "server " + db.psql("SHOW server_version").strip()]}, funcs, db.settle)
             outcome["db_bytes_after"] = db.size()
             return outcome
         finally:
