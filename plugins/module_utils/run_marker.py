@@ -31,6 +31,7 @@ import os
 import socket
 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
+    BackupError,
     DbsafeError,
     PreflightRefused,
     RestoreFailed,
@@ -115,12 +116,16 @@ class RunMarker:
 
     def write(self, **record):
         partial = self.path + ".partial"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(partial, self.path)
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                json.dump(record, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(partial, self.path)
+        except (IOError, OSError) as error:  # e.g. the backup disk is full: nothing migrated
+            raise BackupError("cannot write the run marker %s: %s; nothing was migrated"
+                              % (self.path, error.strerror or error))
 
     def clear(self):
         for path in (self.path, self.path + ".partial"):

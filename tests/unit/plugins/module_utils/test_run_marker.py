@@ -4,6 +4,7 @@ import os
 import pytest
 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
+    BackupError,
     MigrationFailed,
     PreflightRefused,
     RestoreFailed,
@@ -80,3 +81,11 @@ def test_take_over_refuses_and_keeps_the_marker_of_a_live_run(tmp_path):
         take_over(marker, {}, None, None, lambda message: None)
     assert "still runs" in raised.value.msg
     assert marker.read() is not None
+
+
+def test_a_marker_that_cannot_be_written_is_a_backup_error(tmp_path):
+    marker = RunMarker(str(tmp_path / "missing-directory"), "x")
+    with pytest.raises(BackupError) as raised:
+        with marker.tracking(DEAD, {}):
+            pass
+    assert "cannot write the run marker" in raised.value.msg
