@@ -184,7 +184,7 @@ class GuardedMigrate:
             snapshot = {}
             with marker.tracking(holder, snapshot) if marker else _no_tracking() as track:
                 backup = self._snapshot_and_backup(engine, before, snapshot)
-                track.migrating(backup)
+                track.migrating(backup, state.plan_names(plan))
                 self._migrate_and_verify(engine, before, plan, snapshot, backup)
         return self._finish(started, "applied %d step(s)" % len(plan))
 
@@ -359,7 +359,7 @@ class _no_tracking:
     def __exit__(self, *exc_info):
         return False
 
-    def migrating(self, backup):
+    def migrating(self, backup, plan=None):
         pass
 
 

@@ -12,9 +12,14 @@ it holds the lock, and removes it when the run ends with the database in a known
 next run that takes the lock and finds a marker knows its writer died holding the lock:
 
 - phase ``backup``: nothing was migrated yet; warn and go on;
-- phase ``migrating``: restore the dead run's verified backup, prove the database equals the
-  snapshot the dead run took before migrating, warn, then go on (plan again from there);
-  never migrate blindly over a possibly half-done state;
+- phase ``migrating``: compare the database with the snapshot the dead run took before
+  migrating. Equal (a transactional engine rolled it back): warn and go on. Different only
+  in ways the dead run's own plan explains (its tables' schema, their content, its
+  ``django_migrations`` rows): restore its verified backup, prove the database equals that
+  snapshot, warn, then go on (plan again from there). Anything else - rows added or changed
+  in a table the dead run did not alter, e.g. because the application ran again meanwhile -
+  is refused: restoring would lose those writes, so a person decides. Never migrate blindly
+  over a possibly half-done state, never restore over somebody else's data;
 - the writer still runs on this host (it lost its lock, e.g. its session was killed): refuse.
 
 SQLite's lock file keeps the JSON of a holder that died (a clean release empties it); the
@@ -36,7 +41,14 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     PreflightRefused,
     RestoreFailed,
 )
-from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
+from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import (
+    diff_snapshots,
+    split_harmless,
+    summarize,
+)
+
+# Differences a migration makes to a table's definition (everything but its data).
+_DATA_KINDS = ("rows", "content", "migrations")
 
 PREFIX = ".dbsafe-run-"
 
@@ -147,9 +159,35 @@ class RunMarker:
             raise
         self.clear()
 
-    def migrating(self, backup):
+    def migrating(self, backup, plan=None):
         self.write(phase="migrating", holder=self._holder, snapshot=self._snapshot,
-                   backup=backup and {"path": backup["path"], "sha256": backup["sha256"]})
+                   backup=backup and {"path": backup["path"], "sha256": backup["sha256"]},
+                   plan=list(plan or []))
+
+
+def unexplained_changes(record, current):
+    """The differences between the dead run's snapshot before migrating and ``current`` that
+    its own plan cannot explain. Pure.
+
+    Explained: any change to a table's definition (the plan's schema operations), content
+    changes in a table whose definition changed (e.g. an added column with a default), and
+    ``django_migrations`` rows of the plan's migrations. Unexplained, so a restore could lose
+    somebody's writes: row counts that moved, content that changed in a table the run did not
+    alter (a data migration does that too - then a person decides), migrations rows outside
+    the plan. A table the dead run altered is compared by row count only.
+    """
+    real = split_harmless(diff_snapshots(record.get("snapshot") or {}, current))[0]
+    plan = set(name.lstrip("-") for name in record.get("plan") or [])  # "-": backwards
+    altered = set(item["table"] for item in real if item["kind"] not in _DATA_KINDS)
+    unexplained = []
+    for item in real:
+        if item["kind"] == "migrations":
+            rows = (item["expected"] or []) + (item["live"] or [])
+            if any("%s.%s" % (row[0], row[1]) not in plan for row in rows):
+                unexplained.append(item)
+        elif item["kind"] == "rows" or (item["kind"] == "content" and item["table"] not in altered):
+            unexplained.append(item)
+    return real, unexplained
 
 
 def take_over(marker, holder, engine, store_for, warn):
@@ -168,6 +206,33 @@ def take_over(marker, holder, engine, store_for, warn):
         raise PreflightRefused(message, marker=record["path"], database_changed=False)
     if action == "restore":
         path = record["backup"]["path"]
+        try:
+            current = engine.snapshot()
+        except DbsafeError as error:
+            raise PreflightRefused(
+                "refused: the run %s died while migrating and the database cannot be read to "
+                "see what it left: %s; the marker %s is kept"
+                % (describe(record.get("holder")), error.msg, record["path"]),
+                marker=record["path"], database_changed=False)
+        changed, unexplained = unexplained_changes(record, current)
+        if unexplained:
+            raise PreflightRefused(
+                "refused: the run %s died while migrating, and the database has changed since "
+                "in ways its migrations do not explain (%s). Restoring its backup %s would lose "
+                "those changes (did the application run again?). Check the database (e.g. "
+                "dbsafe.django.django_schema_drift): if it is fine as it is, delete the marker %s "
+                "and run again; if that backup is what you want, restore it first "
+                "(dbsafe.django.db_backup state=restore src=%s)"
+                % (describe(record.get("holder")), "; ".join(summarize(unexplained, limit=3)),
+                   path, record["path"], path),
+                marker=record["path"], unexplained=unexplained[:20], database_changed=False)
+        if not changed:
+            marker.clear()
+            message = ("lock left by %s (process gone), taken over: it died while migrating; "
+                       "nothing of it remained (the database equals its state before that run)"
+                       % describe(record.get("holder")))
+            warn(message)
+            return message
         try:
             store_for(os.path.dirname(path)).restore(path, engine)
             restored = engine.snapshot()

@@ -21,9 +21,13 @@ description:
     leaves a half-changed schema behind; the restore undoes it.
   - While it holds the lock it keeps a marker C(.dbsafe-run-<label>.json) in O(backup_dir)
     (holder, phase, backup, the snapshot before). A run that finds the marker of a run that
-    died holding the lock (killed, host crashed) warns; if that run died while migrating, it
-    first restores that run's backup and proves the database equals that run's state before,
-    and only then plans and migrates. A marker whose writer still runs on this host is refused.
+    died holding the lock (killed, host crashed) warns. If that run died while migrating and
+    left something behind that its own plan explains (its tables' schema and content, its
+    migration rows), it first restores that run's backup and proves the database equals that
+    run's state before, and only then plans and migrates. If the database changed in any other
+    way since (for example the application wrote rows again), restoring would lose those
+    writes, so the run is refused, changes nothing and says how to go on. A marker whose writer
+    still runs on this host is refused.
   - One launch of the project's interpreter, also when there is something to do. It
     answers the plan, waits while the module takes the lock and the backup, then migrates
     and reads the state back.

@@ -14,6 +14,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.run_marker import (
     holder_alive,
     take_over,
     takeover_decision,
+    unexplained_changes,
 )
 
 DEAD = {"host": "web1", "pid": 4242, "since": "2026-01-01T10:00:00Z"}
@@ -89,3 +90,70 @@ def test_a_marker_that_cannot_be_written_is_a_backup_error(tmp_path):
         with marker.tracking(DEAD, {}):
             pass
     assert "cannot write the run marker" in raised.value.msg
+
+
+def _snapshot(books_columns, books_rows, books_hash, migrations, authors_hash="a1"):
+    return {
+        "schema": {"books_book": {"columns": dict((c, {"type": "int"}) for c in books_columns)},
+                   "authors_author": {"columns": {"id": {"type": "int"}}}},
+        "tables": {"books_book": {"rows": books_rows, "hash": books_hash},
+                   "authors_author": {"rows": 2, "hash": authors_hash}},
+        "migrations": sorted(migrations),
+    }
+
+
+BEFORE = _snapshot(["id"], 3, "h1", [["books", "0001_initial"]])
+RECORD = {"phase": "migrating", "holder": DEAD, "snapshot": BEFORE,
+          "plan": ["books.0002_slow"], "backup": {"path": "/b/x.gz"}}
+
+
+def test_nothing_left_by_the_dead_run_is_no_change():
+    assert unexplained_changes(RECORD, BEFORE) == ([], [])
+
+
+def test_what_the_dead_runs_plan_did_is_explained():
+    # MariaDB: the column stays (no transactional DDL), its default changes the content, and
+    # the migration may even be recorded.
+    half_done = _snapshot(["id", "processed"], 3, "h2",
+                          [["books", "0001_initial"], ["books", "0002_slow"]])
+    changed, unexplained = unexplained_changes(RECORD, half_done)
+    assert changed and unexplained == []
+
+
+def test_writes_since_the_dead_run_are_not_explained():
+    new_rows = _snapshot(["id", "processed"], 4, "h2", [["books", "0001_initial"]])
+    assert [d["kind"] for d in unexplained_changes(RECORD, new_rows)[1]] == ["rows"]
+    other_table = _snapshot(["id"], 3, "h1", [["books", "0001_initial"]], authors_hash="a2")
+    assert [d["table"] for d in unexplained_changes(RECORD, other_table)[1]] == ["authors_author"]
+    other_migration = _snapshot(["id"], 3, "h1", [["books", "0001_initial"], ["authors", "0009_x"]])
+    assert [d["kind"] for d in unexplained_changes(RECORD, other_migration)[1]] == ["migrations"]
+
+
+class _Engine:
+    """Stands in for the engine's snapshot and restore: the decision under test is ours."""
+
+    def __init__(self, current):
+        self.current = current
+
+    def snapshot(self):
+        return self.current
+
+
+def test_take_over_refuses_to_restore_over_later_writes(tmp_path):
+    marker = RunMarker(str(tmp_path), "x")
+    marker.write(**dict(RECORD, holder=dict(DEAD, host="elsewhere")))
+    restored = []
+    store = type("Store", (), {"restore": lambda self, path, engine: restored.append(path)})
+    later = _snapshot(["id", "processed"], 5, "h9", [["books", "0001_initial"]])
+    with pytest.raises(PreflightRefused) as raised:
+        take_over(marker, {}, _Engine(later), lambda directory: store(), lambda message: None)
+    assert "would lose those changes" in raised.value.msg and "/b/x.gz" in raised.value.msg
+    assert restored == [] and marker.read() is not None
+
+
+def test_take_over_goes_on_when_nothing_remained(tmp_path):
+    marker = RunMarker(str(tmp_path), "x")
+    marker.write(**dict(RECORD, holder=dict(DEAD, host="elsewhere")))
+    warnings = []
+    take_over(marker, {}, _Engine(BEFORE), lambda directory: None, warnings.append)
+    assert "nothing of it remained" in warnings[0] and marker.read() is None
