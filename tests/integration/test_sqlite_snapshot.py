@@ -11,12 +11,15 @@ from runner_double import engine_of
 
 from databases import create_sqlite
 
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.sqlite import _unique_key
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
 
 SCHEMA = """
-CREATE TABLE anything (id integer PRIMARY KEY, value, data BLOB, note text);
+CREATE TABLE anything (id integer NOT NULL PRIMARY KEY, value, data BLOB, note text);
 CREATE TABLE keyless (a, b);
 CREATE TABLE keyed (code text PRIMARY KEY, n integer) WITHOUT ROWID;
+CREATE TABLE loose (code text PRIMARY KEY, n);
+CREATE TABLE pair (a text NOT NULL COLLATE NOCASE, b integer NOT NULL, c, PRIMARY KEY (a, b));
 CREATE TABLE untouched (id integer PRIMARY KEY, name text);
 INSERT INTO anything (id, value, data, note) VALUES
     (1, 1, X'00010203', ''),
@@ -27,24 +30,33 @@ INSERT INTO anything (id, value, data, note) VALUES
 INSERT INTO keyless (a, b) VALUES (1, 'x'), (1, 'x'), (2, NULL), ('2', ''), (3.0, X'00');
 INSERT INTO keyed (code, n) VALUES ('b', 2), ('a', 1), ('c', NULL);
 INSERT INTO untouched (id, name) VALUES (1, 'one');
+INSERT INTO loose (code, n) VALUES (NULL, 1), (NULL, 2), ('a', 3);
+INSERT INTO pair (a, b, c) VALUES ('x', 1, 'A'), ('Y', 1, NULL), ('x', 2, 1), ('z', 0, X'00');
 """
 
 # name -> (the change, the statement that undoes it)
 SINGLE_VALUE_CHANGES = {
     "int to float of the same value": (
-        "UPDATE anything SET value = 1.0 WHERE id = 1", "UPDATE anything SET value = 1 WHERE id = 1"),
+        "UPDATE anything SET value = 1.0 WHERE id = 1",
+        "UPDATE anything SET value = 1 WHERE id = 1"),
     "float to int of the same value": (
-        "UPDATE anything SET value = 0 WHERE id = 5", "UPDATE anything SET value = 0.0 WHERE id = 5"),
+        "UPDATE anything SET value = 0 WHERE id = 5",
+        "UPDATE anything SET value = 0.0 WHERE id = 5"),
     "text to int": (
-        "UPDATE anything SET value = 1 WHERE id = 2", "UPDATE anything SET value = '1' WHERE id = 2"),
+        "UPDATE anything SET value = 1 WHERE id = 2",
+        "UPDATE anything SET value = '1' WHERE id = 2"),
     "int to text": (
-        "UPDATE anything SET value = '1' WHERE id = 1", "UPDATE anything SET value = 1 WHERE id = 1"),
+        "UPDATE anything SET value = '1' WHERE id = 1",
+        "UPDATE anything SET value = 1 WHERE id = 1"),
     "NULL to empty string": (
-        "UPDATE anything SET note = '' WHERE id = 2", "UPDATE anything SET note = NULL WHERE id = 2"),
+        "UPDATE anything SET note = '' WHERE id = 2",
+        "UPDATE anything SET note = NULL WHERE id = 2"),
     "empty string to NULL": (
-        "UPDATE anything SET note = NULL WHERE id = 1", "UPDATE anything SET note = '' WHERE id = 1"),
+        "UPDATE anything SET note = NULL WHERE id = 1",
+        "UPDATE anything SET note = '' WHERE id = 1"),
     "empty blob to empty string": (
-        "UPDATE anything SET data = '' WHERE id = 2", "UPDATE anything SET data = X'' WHERE id = 2"),
+        "UPDATE anything SET data = '' WHERE id = 2",
+        "UPDATE anything SET data = X'' WHERE id = 2"),
     "one blob byte": (
         "UPDATE anything SET data = X'00010204' WHERE id = 1",
         "UPDATE anything SET data = X'00010203' WHERE id = 1"),
@@ -62,6 +74,12 @@ SINGLE_VALUE_CHANGES = {
         "UPDATE anything SET value = 2.5 WHERE id = 3"),
     "one of two equal rows of a table without a key": (
         "UPDATE keyless SET b = 'y' WHERE rowid = 2", "UPDATE keyless SET b = 'x' WHERE rowid = 2"),
+    "a value of a row whose key is NULL": (
+        "UPDATE loose SET n = 1.0 WHERE n = 1",
+        "UPDATE loose SET n = 1 WHERE n = 1"),
+    "the case of a key value": (
+        "UPDATE pair SET a = 'X' WHERE b = 1 AND a = 'x'",
+        "UPDATE pair SET a = 'x' WHERE b = 1 AND a = 'X'"),
     "a value of a WITHOUT ROWID table": (
         "UPDATE keyed SET n = 3 WHERE code = 'b'", "UPDATE keyed SET n = 2 WHERE code = 'b'"),
 }
@@ -122,7 +140,7 @@ def test_a_copy_with_another_physical_row_order_has_the_same_snapshot(seeded, tm
             conn.execute(statement)
         conn.execute("ATTACH DATABASE ? AS original", (seeded.name,))
         for table, order in (("anything", "rowid"), ("keyless", "rowid"), ("keyed", "code"),
-                             ("untouched", "rowid")):
+                             ("untouched", "rowid"), ("loose", "rowid"), ("pair", "rowid")):
             conn.execute("INSERT INTO main.%s SELECT * FROM original.%s ORDER BY %s DESC"
                          % (table, table, order))
         conn.commit()
@@ -154,3 +172,11 @@ def test_a_restored_backup_has_the_same_snapshot(seeded, tmp_path):
     with open(dump, "rb") as src:
         engine.restore(src)
     assert engine.snapshot() == before
+
+
+def test_tables_with_a_key_without_nulls_are_read_in_its_order(seeded):
+    """Both ways of hashing are covered above: these tables take the key-ordered one."""
+    schema = engine_of(seeded).snapshot(content=False)["schema"]
+    keys = dict((table, _unique_key(schema[table])) for table in schema)
+    assert keys == {"anything": ["id"], "keyed": ["code"], "pair": ["a", "b"],
+                    "keyless": None, "loose": None, "untouched": None}

@@ -460,5 +460,31 @@ class RowHasher:
         return hashlib.sha256(("%d:%064x" % (self.rows, self.total)).encode()).hexdigest()
 
 
+class KeyOrderedRowHasher:
+    """The content hash of rows that arrive ordered by a key no two rows share (a primary key
+    without NULLs): the order is then the content's own, so one sha256 over all rows, fed a
+    chunk at a time, is as sound as ``RowHasher`` and about twice as fast. Same interface;
+    its hashes never equal ``RowHasher``'s.
+    """
+
+    def __init__(self):
+        self.rows = 0
+        self._digest = hashlib.sha256(b"key-ordered")
+
+    def add_rows(self, rows):
+        """Add every row (a tuple of values) of the iterable ``rows``, in its order."""
+        rows = iter(rows)
+        while True:
+            chunk = list(itertools.islice(rows, RowHasher.CHUNK))
+            if not chunk:
+                break
+            self.rows += len(chunk)
+            self._digest.update(marshal.dumps(chunk, MARSHAL_FORMAT))
+
+    def hexdigest(self):
+        return hashlib.sha256(("%d:%s" % (self.rows, self._digest.hexdigest())).encode()
+                              ).hexdigest()
+
+
 MARSHAL_FORMAT = 2
 _DIGEST = operator.methodcaller("digest")

@@ -22,6 +22,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     DEFAULT_LOCK_NAME,
     MIGRATIONS_TABLE,
     Engine,
+    KeyOrderedRowHasher,
     RowHasher,
     column_entry,
     holder_identity,
@@ -223,7 +224,8 @@ class SqliteEngine(Engine):
                 schema[table] = self._table_schema(conn, table)
                 if content:
                     contents[table] = _table_contents(conn, table,
-                                                      sorted(schema[table]["columns"]))
+                                                      sorted(schema[table]["columns"]),
+                                                      _unique_key(schema[table]))
             migrations = None
             if MIGRATIONS_TABLE in tables:
                 migrations = conn.execute(
@@ -339,33 +341,50 @@ def _read_holder(fd):
         return None
 
 
-def _table_contents(conn, table, columns):
-    """Row count and order-independent hash of ``table``, its ``columns`` in name order.
+def _unique_key(table_schema):
+    """The primary key's columns if they order the rows by content alone, else None.
+
+    A primary key is unique under its columns' own collations, which ORDER BY uses too; only
+    NULLs can repeat (SQLite lets a rowid table's non-INTEGER key hold several), so a key
+    with a nullable column does not qualify and its table is hashed without an order.
+    """
+    key = table_schema["primary_key"]
+    if key and all(not table_schema["columns"][column]["nullable"] for column in key):
+        return key
+    return None
+
+
+def _table_contents(conn, table, columns, key=None):
+    """Row count and content hash of ``table``, its ``columns`` in name order.
+
+    Neither depends on where the rows sit in the file: with a ``key`` (see ``_unique_key``)
+    the rows are read in its order and hashed as one stream, else each row is hashed and the
+    hashes are summed (``RowHasher``).
 
     Text is first read with the C decoder (a Python text_factory costs a call per value); a
     table holding text that is not valid UTF-8 fails that and is read again with the
     connection's own surrogateescape decoder, which gives the same str for valid UTF-8 (so the
     same hash) and keeps invalid bytes distinct.
     """
-    if columns:
-        select = "SELECT %s FROM %s" % (", ".join(quote_identifier(c) for c in columns),
-                                        quote_identifier(table))
-    else:
-        select = "SELECT 1 FROM %s" % quote_identifier(table)
+    select = "SELECT %s FROM %s" % (", ".join(quote_identifier(c) for c in columns) or "1",
+                                    quote_identifier(table))
+    hasher = RowHasher
+    if key:
+        select += " ORDER BY %s" % ", ".join(quote_identifier(c) for c in key)
+        hasher = KeyOrderedRowHasher
     tolerant = conn.text_factory
     try:
         conn.text_factory = str
         try:
-            return _hash_rows(conn, select)
+            return _hash_rows(conn, select, hasher())
         except sqlite3.OperationalError:
             conn.text_factory = tolerant
-            return _hash_rows(conn, select)
+            return _hash_rows(conn, select, hasher())
     finally:
         conn.text_factory = tolerant
 
 
-def _hash_rows(conn, select):
-    hasher = RowHasher()
+def _hash_rows(conn, select, hasher):
     hasher.add_rows(conn.execute(select))
     return {"rows": hasher.rows, "hash": hasher.hexdigest()}
 

@@ -1,13 +1,18 @@
-"""engines/base.py RowHasher: the order-independent content hash of a table's rows."""
+"""engines/base.py RowHasher (rows in any order) and KeyOrderedRowHasher (rows in key order)."""
 import random
 
-from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import RowHasher
+import pytest
+
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
+    KeyOrderedRowHasher,
+    RowHasher,
+)
 
 ROWS = [(1, "a", None), (2, "b", b"\x00"), (3, "", 2.5), (3, "", 2.5), (4, "\udcff", -1)]
 
 
-def digest(rows):
-    hasher = RowHasher()
+def digest(rows, kind=RowHasher):
+    hasher = kind()
     hasher.add_rows(rows)
     return hasher.rows, hasher.hexdigest()
 
@@ -40,17 +45,32 @@ def test_equal_rows_do_not_cancel_and_count():
     assert twice[0] == 2
 
 
-def test_each_value_keeps_its_type():
+@pytest.mark.parametrize("kind", [RowHasher, KeyOrderedRowHasher])
+def test_each_value_keeps_its_type(kind):
     values = [1, 1.0, "1", b"1", None, "", b"", 0, 0.0, -0.0, "None", 2 ** 63 - 1, 2.0 ** 63]
-    digests = set(digest([(value,)])[1] for value in values)
+    digests = set(digest([(value,)], kind)[1] for value in values)
     assert len(digests) == len(values)
 
 
-def test_values_do_not_run_into_each_other():
-    assert digest([("ab", "c")]) != digest([("a", "bc")])
-    assert digest([(1, 23)]) != digest([(12, 3)])
-    assert digest([("a", None)]) != digest([("a",)])
+@pytest.mark.parametrize("kind", [RowHasher, KeyOrderedRowHasher])
+def test_values_and_rows_do_not_run_into_each_other(kind):
+    assert digest([("ab", "c")], kind) != digest([("a", "bc")], kind)
+    assert digest([(1, 23)], kind) != digest([(12, 3)], kind)
+    assert digest([("a", None)], kind) != digest([("a",)], kind)
+    assert digest([(1, 2), (3,)], kind) != digest([(1,), (2, 3)], kind)
 
 
-def test_empty_table():
-    assert digest([]) == (0, RowHasher().hexdigest())
+@pytest.mark.parametrize("kind", [RowHasher, KeyOrderedRowHasher])
+def test_empty_table(kind):
+    assert digest([], kind) == (0, kind().hexdigest())
+
+
+def test_key_ordered_rows_are_one_stream_in_their_order():
+    rows = [(n, "row %d" % n) for n in range(RowHasher.CHUNK + 3)]
+    count, value = digest(iter(rows), KeyOrderedRowHasher)
+    assert count == len(rows)
+    assert (count, value) == digest(list(rows), KeyOrderedRowHasher)
+    # Its caller orders the rows by a unique key; another order is other content to it.
+    assert digest(list(reversed(rows)), KeyOrderedRowHasher)[1] != value
+    assert digest(rows[:-1], KeyOrderedRowHasher)[1] != value
+    assert value != digest(rows)[1]  # never equal to the unordered hash of the same rows
