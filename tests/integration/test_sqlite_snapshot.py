@@ -20,6 +20,7 @@ CREATE TABLE keyless (a, b);
 CREATE TABLE keyed (code text PRIMARY KEY, n integer) WITHOUT ROWID;
 CREATE TABLE loose (code text PRIMARY KEY, n);
 CREATE TABLE pair (a text NOT NULL COLLATE NOCASE, b integer NOT NULL, c, PRIMARY KEY (a, b));
+CREATE TABLE cased (a text NOT NULL COLLATE NOCASE, PRIMARY KEY (a COLLATE BINARY));
 CREATE TABLE untouched (id integer PRIMARY KEY, name text);
 INSERT INTO anything (id, value, data, note) VALUES
     (1, 1, X'00010203', ''),
@@ -32,6 +33,7 @@ INSERT INTO keyed (code, n) VALUES ('b', 2), ('a', 1), ('c', NULL);
 INSERT INTO untouched (id, name) VALUES (1, 'one');
 INSERT INTO loose (code, n) VALUES (NULL, 1), (NULL, 2), ('a', 3);
 INSERT INTO pair (a, b, c) VALUES ('x', 1, 'A'), ('Y', 1, NULL), ('x', 2, 1), ('z', 0, X'00');
+INSERT INTO cased (a) VALUES ('b'), ('A'), ('a'), ('B');
 """
 
 # name -> (the change, the statement that undoes it)
@@ -77,9 +79,12 @@ SINGLE_VALUE_CHANGES = {
     "a value of a row whose key is NULL": (
         "UPDATE loose SET n = 1.0 WHERE n = 1",
         "UPDATE loose SET n = 1 WHERE n = 1"),
-    "the case of a key value": (
+    "the case of a key value unique without case": (
         "UPDATE pair SET a = 'X' WHERE b = 1 AND a = 'x'",
         "UPDATE pair SET a = 'x' WHERE b = 1 AND a = 'X'"),
+    "the case of a key value unique with case": (
+        "UPDATE cased SET a = 'c' WHERE a = 'b' COLLATE BINARY",
+        "UPDATE cased SET a = 'b' WHERE a = 'c'"),
     "a value of a WITHOUT ROWID table": (
         "UPDATE keyed SET n = 3 WHERE code = 'b'", "UPDATE keyed SET n = 2 WHERE code = 'b'"),
 }
@@ -140,7 +145,8 @@ def test_a_copy_with_another_physical_row_order_has_the_same_snapshot(seeded, tm
             conn.execute(statement)
         conn.execute("ATTACH DATABASE ? AS original", (seeded.name,))
         for table, order in (("anything", "rowid"), ("keyless", "rowid"), ("keyed", "code"),
-                             ("untouched", "rowid"), ("loose", "rowid"), ("pair", "rowid")):
+                             ("untouched", "rowid"), ("loose", "rowid"), ("pair", "rowid"),
+                             ("cased", "rowid")):
             conn.execute("INSERT INTO main.%s SELECT * FROM original.%s ORDER BY %s DESC"
                          % (table, table, order))
         conn.commit()
@@ -178,5 +184,5 @@ def test_tables_with_a_key_without_nulls_are_read_in_its_order(seeded):
     """Both ways of hashing are covered above: these tables take the key-ordered one."""
     schema = engine_of(seeded).snapshot(content=False)["schema"]
     keys = dict((table, _unique_key(schema[table])) for table in schema)
-    assert keys == {"anything": ["id"], "keyed": ["code"], "pair": ["a", "b"],
+    assert keys == {"anything": ["id"], "keyed": ["code"], "pair": ["a", "b"], "cased": ["a"],
                     "keyless": None, "loose": None, "untouched": None}

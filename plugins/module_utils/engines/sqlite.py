@@ -344,9 +344,10 @@ def _read_holder(fd):
 def _unique_key(table_schema):
     """The primary key's columns if they order the rows by content alone, else None.
 
-    A primary key is unique under its columns' own collations, which ORDER BY uses too; only
-    NULLs can repeat (SQLite lets a rowid table's non-INTEGER key hold several), so a key
-    with a nullable column does not qualify and its table is hashed without an order.
+    A primary key is unique under its collations, so no two rows are equal under BINARY, the
+    finest one, which ``_table_contents`` orders by; only NULLs can repeat (SQLite lets a rowid
+    table's non-INTEGER key hold several), so a key with a nullable column does not qualify
+    and its table is hashed without an order.
     """
     key = table_schema["primary_key"]
     if key and all(not table_schema["columns"][column]["nullable"] for column in key):
@@ -370,7 +371,8 @@ def _table_contents(conn, table, columns, key=None):
                                     quote_identifier(table))
     hasher = RowHasher
     if key:
-        select += " ORDER BY %s" % ", ".join(quote_identifier(c) for c in key)
+        select += " ORDER BY %s" % ", ".join(quote_identifier(c) + " COLLATE BINARY"
+                                             for c in key)
         hasher = KeyOrderedRowHasher
     tolerant = conn.text_factory
     try:
