@@ -105,6 +105,9 @@ def _snapshot(books_columns, books_rows, books_hash, migrations, authors_hash="a
 BEFORE = _snapshot(["id"], 3, "h1", [["books", "0001_initial"]])
 RECORD = {"phase": "migrating", "holder": DEAD, "snapshot": BEFORE,
           "plan": ["books.0002_slow"], "backup": {"path": "/b/x.gz"}}
+# The same record written by a run on another host (so nobody can look for its process).
+ELSEWHERE = dict(RECORD)
+ELSEWHERE["holder"] = dict(DEAD, host="elsewhere")
 
 
 def test_nothing_left_by_the_dead_run_is_no_change():
@@ -141,7 +144,7 @@ class _Engine:
 
 def test_take_over_refuses_to_restore_over_later_writes(tmp_path):
     marker = RunMarker(str(tmp_path), "x")
-    marker.write(**dict(RECORD, holder=dict(DEAD, host="elsewhere")))
+    marker.write(**ELSEWHERE)
     restored = []
     store = type("Store", (), {"restore": lambda self, path, engine: restored.append(path)})
     later = _snapshot(["id", "processed"], 5, "h9", [["books", "0001_initial"]])
@@ -153,7 +156,7 @@ def test_take_over_refuses_to_restore_over_later_writes(tmp_path):
 
 def test_take_over_goes_on_when_nothing_remained(tmp_path):
     marker = RunMarker(str(tmp_path), "x")
-    marker.write(**dict(RECORD, holder=dict(DEAD, host="elsewhere")))
+    marker.write(**ELSEWHERE)
     warnings = []
     take_over(marker, {}, _Engine(BEFORE), lambda directory: None, warnings.append)
     assert "nothing of it remained" in warnings[0] and marker.read() is None
