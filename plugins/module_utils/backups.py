@@ -32,7 +32,10 @@ import tarfile
 import tempfile
 
 from ansible_collections.dbsafe.django.plugins.module_utils.compression import Compression
-from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import Background
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
+    Background,
+    find_tool,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     CommandError,
@@ -59,6 +62,19 @@ PARTIAL_SUFFIX = ".partial"
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _STAMP = "%Y%m%dT%H%M%S%fZ"
 _MAGIC = {"custom": b"PGDMP", "sqlite": b"SQLite format 3\x00"}
+# The line each text dump tool writes when it has finished: a dump cut short lacks it, also
+# when the tool (or a wrapper) claimed success. mariadb-dump/mysqldump; pg_dump's plain format
+# (15.18+ follows it with an \\unrestrict line, hence a tail, not the last line).
+_TRAILERS = {"sql": b"-- Dump completed", "plain": b"-- PostgreSQL database dump complete"}
+_TAIL_BYTES = 4096
+
+
+def _check_trailer(path, tail, trailer):
+    if trailer not in tail:
+        raise BackupError(
+            "%s is incomplete: its dump does not end with the line %r that the dump tool "
+            "writes when it has finished (the dump was cut short)"
+            % (os.path.basename(path), trailer.decode("ascii")))
 
 
 def auto_compression(fmt):
@@ -276,13 +292,11 @@ class BackupStore:
         return sha256, test.error
 
     def _test_stream(self, path, compression, fmt):
+        trailer = _TRAILERS.get(fmt)
         if compression.enabled:
-            try:
-                with open(os.devnull, "wb") as devnull:
-                    self.runner.pipeline([compression.test_argv(path)], stdout=devnull)
-            except CommandError as error:
-                raise BackupError("%s is not an intact %s stream: %s"
-                                  % (os.path.basename(path), compression.name, error.msg))
+            tail = self._decompressed_tail(path, compression, bool(trailer))
+            if trailer:
+                _check_trailer(path, tail, trailer)
             return
         magic = _MAGIC.get(fmt)
         if magic:
@@ -290,6 +304,12 @@ class BackupStore:
                 if handle.read(len(magic)) != magic:
                     raise BackupError("%s does not start like a %s dump"
                                       % (os.path.basename(path), fmt))
+        if fmt == "custom":
+            self._read_custom_archive(path)
+        elif trailer:
+            with open(path, "rb") as handle:
+                handle.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
+                _check_trailer(path, handle.read(), trailer)
         elif fmt == "directory":
             try:
                 with tarfile.open(path, "r:") as tar:
@@ -297,6 +317,35 @@ class BackupStore:
             except (tarfile.TarError, OSError) as error:
                 raise BackupError("%s is not an intact tar archive: %s"
                                   % (os.path.basename(path), error))
+
+    def _decompressed_tail(self, path, compression, keep_tail):
+        """Decompress ``path`` to its end (a broken or truncated stream fails); returns the
+        last bytes of the content when ``keep_tail``, else just tests the stream."""
+        try:
+            if not keep_tail:
+                with open(os.devnull, "wb") as devnull:
+                    self.runner.pipeline([compression.test_argv(path)], stdout=devnull)
+                return b""
+            tail_argv = [find_tool(["tail"], "tail (coreutils) reads the end of a dump"),
+                         "-c", str(_TAIL_BYTES)]
+            with open(path, "rb") as source:
+                return self.runner.pipeline([compression.decompress_argv(), tail_argv],
+                                            stdin=source)
+        except CommandError as error:
+            raise BackupError("%s is not an intact %s stream: %s"
+                              % (os.path.basename(path), compression.name, error.msg))
+
+    def _read_custom_archive(self, path):
+        """pg_restore reads the whole custom archive (to /dev/null, no server): an archive cut
+        short fails with 'end of file' even where its table of contents is whole."""
+        argv = [find_tool(["pg_restore"], "pg_restore (postgresql-client) checks custom "
+                          "archives"), "--file=" + os.devnull, path]
+        try:
+            with open(os.devnull, "wb") as devnull:
+                self.runner.pipeline([argv], stdout=devnull)
+        except CommandError as error:
+            raise BackupError("%s is not a complete PostgreSQL custom archive: %s"
+                              % (os.path.basename(path), error.msg))
 
     # -- reading --------------------------------------------------------------------------
 

@@ -17,8 +17,10 @@ description:
     directory.
   - A file with a final name is always a complete, verified backup; a JSON manifest beside it
     records the engine, database, size, sha256, tool versions and the Django migration state.
-  - A restore checks the backup completely (sha256, size, engine, compressed stream) before it
-    touches the database.
+  - A restore checks the backup completely (sha256, size, engine, compressed stream, and that
+    the dump is complete - the dump tool's last line, or a PostgreSQL custom archive read to its
+    end) before it touches the database. The same checks run when the backup is written, so a
+    dump cut short is refused even when its tool exited 0.
   - The connection comes from the project's C(settings.DATABASES) (O(project_path) and the
     other project options) or from O(engine), O(name) and the other connection options.
 author:

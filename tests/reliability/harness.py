@@ -218,7 +218,8 @@ def wait_for_file(path, seconds=180):
 def wrap_tool(directory, name, real, mode):
     """Put ``name`` into ``directory`` (to go first on PATH): it runs ``real`` and then
     ``mode`` = 'exit' exits 3 after the complete output; 'killed' passes the first 2 KiB and
-    then is killed (SIGKILL), the stream cut short."""
+    then is killed (SIGKILL), the stream cut short; 'lies' passes all but the last 256 bytes
+    of what it writes and exits 0, as if it had finished."""
     os.makedirs(str(directory), exist_ok=True)
     path = os.path.join(str(directory), name)
     if mode == "exit":
@@ -226,6 +227,11 @@ def wrap_tool(directory, name, real, mode):
     elif mode == "killed":
         body = ('"%s" "$@" | head -c 2048\necho "dbsafe fault: %s cut short" >&2\n'
                 'kill -KILL $$\n' % (real, name))
+    elif mode == "lies":
+        # Only the writing call lies; a compressor's test/decompress calls (-t, -d) are the
+        # real tool, as the checker would be on a real machine.
+        body = ('case " $* " in *" -t "*|*" -d "*) exec "%s" "$@" ;; esac\n'
+                '"%s" "$@" | head -c -256\nexit 0\n' % (real, real))
     else:
         raise ValueError(mode)
     with open(path, "w") as handle:

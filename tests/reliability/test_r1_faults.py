@@ -123,14 +123,15 @@ def test_connection_lost_during_migrate(case, engine, fresh_database, tmp_path):
                     "Lost connection")
 
 
-@pytest.mark.parametrize("mode", ["exit", "killed"])
+@pytest.mark.parametrize("mode", ["exit", "killed", "lies"])
 @pytest.mark.parametrize("engine", ENGINES)
 def test_backup_tool_fails(case, engine, mode, fresh_database, tmp_path):
-    what = {"exit": "exits non-zero", "killed": "is killed, the dump cut short"}[mode]
+    what = {"exit": "exits non-zero", "killed": "is killed, the dump cut short",
+            "lies": "cuts the dump short and exits 0"}[mode]
     # SQLite is dumped in-process (the online backup API): its external tool is the compressor.
     tool = {"sqlite": "zstd", "postgresql": "pg_dump", "mysql": "mariadb-dump"}[engine]
     case("R1", engine, "4%s. the backup tool %s (SQLite: zstd, the compressor)"
-         % ({"exit": "a", "killed": "b"}[mode], what))
+         % ({"exit": "a", "killed": "b", "lies": "c"}[mode], what))
     db = fresh_database(engine)
     project = prepared(db, tmp_path)
     demo.add_slow_migration(project, 0)
@@ -141,11 +142,18 @@ def test_backup_tool_fails(case, engine, mode, fresh_database, tmp_path):
     result = guarded(db, project, tmp_path, "R1.4",
                      env={"PATH": "%s:%s" % (wrappers, os.environ["PATH"])})
 
-    assert_nothing_migrated(case, result, before, db, tmp_path / "backups", tool)
+    # A tool that claims success is not named: the backup's own completeness check is.
+    named = tool if mode != "lies" else "cut short" if engine == "mysql" else "stream" \
+        if engine == "sqlite" else "custom archive"
+    assert_nothing_migrated(case, result, before, db, tmp_path / "backups", named)
     assert "backup" in result["msg"]
     assert {"exit": "%s exited with 3" % tool,
-            "killed": "%s was killed by signal 9 (SIGKILL)" % tool}[mode] in result["msg"], \
-        result["msg"]
+            "killed": "%s was killed by signal 9 (SIGKILL)" % tool,
+            # Each format's own completeness check: zstd's frame, pg_restore reading the
+            # custom archive to its end, mariadb-dump's last line.
+            "lies": {"sqlite": "is not an intact zstd stream",
+                     "postgresql": "is not a complete PostgreSQL custom archive",
+                     "mysql": "is incomplete"}[engine]}[mode] in result["msg"], result["msg"]
 
 
 @pytest.fixture
