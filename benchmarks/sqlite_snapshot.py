@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 
+from deploy import add_books
 from paired import REPO, log, machine, run_pairs, summary, table
 
 # One snapshot, timed inside the child: the interpreter's start and imports are not the
@@ -52,15 +53,10 @@ def make_database(path, rows):
     conn = sqlite3.connect(path)
     try:
         conn.execute(BOOKS)
-        conn.execute(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
-            "INSERT INTO books_book (title, isbn, cover, pages, slug, author_id) "
-            "SELECT 'Generated book number ' || i || ' of the benchmark, a longer title', "
-            "substr('978' || (1000000000 + i), 1, 13), '', i % 900, 'generated-book-' || i, "
-            "NULL FROM n", (rows,))
         conn.commit()
     finally:
         conn.close()
+    add_books(path, rows)
 
 
 def side(checkout, database):
