@@ -78,8 +78,21 @@ def _pid_exists(pid):
     try:
         os.kill(pid, 0)
     except OSError as error:
-        return error.errno == 1  # EPERM: it exists, it is someone else's
-    return True
+        if error.errno != 1:  # EPERM: it exists, it is someone else's
+            return False
+    # A killed process nobody has reaped yet (a zombie, e.g. under a container's init) still
+    # answers signal 0, but it runs no more.
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            # "pid (comm) state ...": comm may hold spaces and parentheses, state follows the
+            # last ")".
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (IOError, OSError, IndexError):
+        return False
 
 
 def takeover_decision(record, alive):

@@ -1,5 +1,8 @@
 """run_marker.py: the takeover decisions and the marker file's life."""
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 
@@ -9,6 +12,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     PreflightRefused,
     RestoreFailed,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils import run_marker
 from ansible_collections.dbsafe.django.plugins.module_utils.run_marker import (
     RunMarker,
     holder_alive,
@@ -160,3 +164,18 @@ def test_take_over_goes_on_when_nothing_remained(tmp_path):
     warnings = []
     take_over(marker, {}, _Engine(BEFORE), lambda directory: None, warnings.append)
     assert "nothing of it remained" in warnings[0] and marker.read() is None
+
+
+def test_a_killed_process_not_yet_reaped_is_not_alive():
+    # A real zombie: a child killed and not waited for (its parent, this test, is alive).
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        child.send_signal(signal.SIGKILL)
+        deadline = time.time() + 10
+        while not run_marker._is_zombie(child.pid) and time.time() < deadline:
+            time.sleep(0.01)
+        assert run_marker._is_zombie(child.pid)
+        assert not run_marker._pid_exists(child.pid)
+        assert run_marker._pid_exists(os.getpid())
+    finally:
+        child.wait()
