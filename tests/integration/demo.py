@@ -506,3 +506,28 @@ def module_args(project_dir, db, python=None, **extra):
     }
     args.update(extra)
     return args
+
+
+def damage_backup(path, damage):
+    """Damage the backup at ``path`` the ways a real one gets damaged: ``truncated`` (half its
+    bytes), ``flipped`` (one byte in the middle), ``other_engine`` (its manifest names
+    PostgreSQL), ``missing`` (the file is gone)."""
+    if damage == "truncated":
+        with open(path, "r+b") as handle:
+            handle.truncate(os.path.getsize(path) // 2)
+    elif damage == "flipped":
+        with open(path, "r+b") as handle:
+            handle.seek(os.path.getsize(path) // 2)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+    elif damage == "other_engine":
+        with open(path + ".json") as handle:
+            manifest = json.load(handle)
+        manifest["engine"] = "postgresql"
+        with open(path + ".json", "w") as handle:
+            json.dump(manifest, handle)
+    elif damage == "missing":
+        os.unlink(path)
+    else:
+        raise ValueError(damage)

@@ -84,21 +84,7 @@ def test_damaged_backups_are_refused_before_touching_the_database(
     db = sqlite_database
     project = loaded_project(db, tmp_path)
     path = run_module("db_backup", project_args(project, db, tmp_path))["backup"]["path"]
-    if damage == "truncated":
-        with open(path, "r+b") as handle:
-            handle.truncate(os.path.getsize(path) // 2)
-    elif damage == "flipped":
-        with open(path, "r+b") as handle:
-            handle.seek(os.path.getsize(path) // 2)
-            byte = handle.read(1)
-            handle.seek(-1, os.SEEK_CUR)
-            handle.write(bytes([byte[0] ^ 0xFF]))
-    elif damage == "other_engine":
-        manifest = json.load(open(path + ".json"))
-        manifest["engine"] = "postgresql"
-        json.dump(manifest, open(path + ".json", "w"))
-    else:
-        os.unlink(path)
+    demo.damage_backup(path, damage)
     demo.manage(project, db, "shell", "-c",
                 "from books.models import Book\nBook.objects.all().delete()\n")
     before = engine_of(db).snapshot()

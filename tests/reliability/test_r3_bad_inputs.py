@@ -4,7 +4,6 @@ Zero changes is proven twice: the database's snapshot (schema, migrations, row c
 content hashes) and every file of the workspace (project, database directory, backups) are
 the same before and after.
 """
-import json
 import os
 import shutil
 
@@ -38,21 +37,7 @@ class Workspace:
             path = os.path.join(directory, os.path.basename(self.backup))
             shutil.copy2(self.backup, path)
             shutil.copy2(self.backup + ".json", path + ".json")
-            if damage == "truncated":
-                with open(path, "r+b") as handle:
-                    handle.truncate(os.path.getsize(path) // 2)
-            elif damage == "flipped":
-                with open(path, "r+b") as handle:
-                    handle.seek(os.path.getsize(path) // 2)
-                    byte = handle.read(1)
-                    handle.seek(-1, os.SEEK_CUR)
-                    handle.write(bytes([byte[0] ^ 0xFF]))
-            else:
-                with open(path + ".json") as handle:
-                    manifest = json.load(handle)
-                manifest["engine"] = "postgresql"
-                with open(path + ".json", "w") as handle:
-                    json.dump(manifest, handle)
+            demo.damage_backup(path, "other_engine" if damage == "foreign" else damage)
             self.damaged[damage] = path
 
     def args(self, **extra):
