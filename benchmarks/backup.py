@@ -374,19 +374,23 @@ class Bench:
 
     # engines ---------------------------------------------------------------------------
 
+    def generated(self, name, db):
+        """Create ``db``, fill it to --size-mb; (engine on it, bytes on disk, rows, seconds)."""
+        db.create()
+        log("%s: generating %d MiB in %s" % (name, self.args.size_mb, db.db))
+        t_gen, rows = timed(db.generate, self.args.size_mb * MB)
+        size = db.size()
+        log("%s: %.0f MiB on disk, %d rows, generated in %.0f s" % (name, size / MB, rows, t_gen))
+        engine = engine_for(Connection.from_params({
+            "engine": name, "name": db.db, "host": db.host, "port": db.port,
+            "user": db.user, "password": db.password}), self.runner)
+        return engine, size, rows, t_gen
+
     def postgresql(self):
         a = self.args
         db = Postgres(a)
         try:
-            db.create()
-            log("postgresql: generating %d MiB in %s" % (a.size_mb, db.db))
-            t_gen, rows = timed(db.generate, a.size_mb * MB)
-            size = db.size()
-            log("postgresql: %.0f MiB on disk, %d rows, generated in %.0f s"
-                % (size / MB, rows, t_gen))
-            engine = engine_for(Connection.from_params({
-                "engine": "postgresql", "name": db.db, "host": db.host, "port": db.port,
-                "user": db.user, "password": db.password}), self.runner)
+            engine, size, rows, t_gen = self.generated("postgresql", db)
             dbarg = q(db.db)
             restore_opts = "--clean --if-exists --no-owner --exit-on-error -w"
             # Ours restores a single stream in one transaction: so does raw here.
@@ -419,18 +423,9 @@ class Bench:
             db.drop()
 
     def mysql(self):
-        a = self.args
-        db = Mariadb(a)
+        db = Mariadb(self.args)
         try:
-            db.create()
-            log("mysql: generating %d MiB in %s" % (a.size_mb, db.db))
-            t_gen, rows = timed(db.generate, a.size_mb * MB)
-            size = db.size()
-            log("mysql: %.0f MiB on disk (information_schema), %d rows, generated in %.0f s"
-                % (size / MB, rows, t_gen))
-            engine = engine_for(Connection.from_params({
-                "engine": "mysql", "name": db.db, "host": db.host, "port": db.port,
-                "user": db.user, "password": db.password}), self.runner)
+            engine, size, rows, t_gen = self.generated("mysql", db)
             compression, tool, untool = self.probe_compression(engine)
             conn = db.conn_args
             dump = ("%s %s --single-transaction --routines --triggers --events --hex-blob "
