@@ -51,3 +51,7 @@ class RestoreFailed(DbsafeError):
 
 class MigrationFailed(DbsafeError):
     """``migrate`` failed (exception, non-zero exit, killed) or did not verify."""
+
+
+class ServiceError(DbsafeError):
+    """A stop, code or start command of the guarded migrate's service window failed."""

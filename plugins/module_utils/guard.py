@@ -122,8 +122,11 @@ def verification_problems(before, after, plan):
 
 
 class GuardedMigrate:
-    def __init__(self, project, runner, options, check_mode=False, diff=False, warn=None):
+    def __init__(self, project, runner, options, check_mode=False, diff=False, warn=None,
+                 window=None):
         self.project = project
+        # A downtime.ServiceWindow when the module stops and starts the application itself.
+        self.window = window
         self.runner = runner
         self.options = options
         self.check_mode = check_mode
@@ -137,8 +140,17 @@ class GuardedMigrate:
     def run(self):
         # ONE launch of the project's interpreter for the whole run: facts now, migrate (and
         # the facts after it) once the lock and the backup are in place.
+        # With a service window, Django's framework is loaded while the application still
+        # runs; stop, code switch, the project's boot and the work follow (see downtime.py).
         with self.project.session() as self.session:
-            return self._run(time.time())
+            started = time.time()
+            if self.window is None:
+                return self._run(started)
+            if self.check_mode:
+                self.result["downtime"] = {"would_run": self.window.describe()}
+                return self._run(started)
+            self._timed("warm", self.session.warm)
+            return self.window.around(lambda: self._run(started))
 
     def _run(self, started):
         before = self._timed("introspect", self.session.facts, database=self.options.database,

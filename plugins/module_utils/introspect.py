@@ -12,6 +12,10 @@ Requests:
   conflicts, ghosts, inconsistent history, pending model changes, database settings. Reads only.
 - ``migrate``: runs ``migrate`` in-process, then gathers the facts again and runs the
   post-migration checks, so a guarded migrate needs one launch for planning and one for doing.
+- ``warm``: imports Django's own framework modules and nothing of the project (no settings,
+  no project path on sys.path), so that a later ``facts`` request in the same session boots
+  in a fraction of the time. The guarded migrate sends it before the application is stopped
+  and the code is switched: what it loads does not change in the switch.
 - ``migrate_to_set``: migrates an EMPTY database (the drift check's scratch database) to exactly
   a given applied set (``applied``: another database's django_migrations rows), not to the
   latest state, and returns the rows recorded afterwards.
@@ -43,6 +47,54 @@ class IntrospectionError(Exception):
         self.kind = kind
         self.message = message
         self.details = details
+
+
+# What ``warm`` imports: Django's framework, never a project module. Each is optional (a
+# database driver may be missing); none reads settings at import time.
+WARM_MODULES = (
+    "django.db.models",
+    "django.db.migrations.autodetector",
+    "django.db.migrations.executor",
+    "django.db.migrations.loader",
+    "django.db.migrations.questioner",
+    "django.core.management",
+    "django.core.management.commands.migrate",
+    "django.core.checks",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes.fields",
+    "django.forms",
+    "django.template",
+    "django.urls",
+    "django.db.backends.sqlite3.base",
+    "django.db.backends.postgresql.base",
+    "django.db.backends.mysql.base",
+)
+
+
+def warm(request):
+    """Import the framework before the project's code is there: with the project directory
+    and DJANGO_SETTINGS_MODULE out of reach, so nothing of the running (old) code is loaded."""
+    started = time.time()
+    hidden = os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    saved_path = list(sys.path)
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]
+    loaded = []
+    try:
+        for name in WARM_MODULES:
+            try:
+                __import__(name)
+                loaded.append(name)
+            except Exception:  # e.g. no psycopg/mysqlclient: that backend is not used
+                pass
+    finally:
+        sys.path[:] = saved_path
+        if hidden is not None:
+            os.environ["DJANGO_SETTINGS_MODULE"] = hidden
+    from django.conf import settings
+    if settings.configured:
+        raise IntrospectionError("warm", "warming up Django configured its settings too early")
+    return {"warmed": loaded, "timings": {"warm": round(time.time() - started, 4)}}
 
 
 def boot(request):
@@ -555,6 +607,8 @@ def migrate_to_set(request, connection, entry, timings):
 
 
 def run(request):
+    if request.get("action") == "warm":
+        return warm(request)
     timings = {}
     started = time.time()
     django = boot(request)
@@ -626,7 +680,8 @@ def main(request):
         sys.stdout.flush()
         if not request.get("session") or not answer["ok"]:
             return
-        close_connections()
+        if request.get("action") != "warm":  # before the boot, settings must stay untouched
+            close_connections()
         line = sys.stdin.readline()
         if not line.strip():
             return

@@ -24,7 +24,8 @@ def project_for(module, runner=None):
 
 def fail_with(module, error, **result):
     """``fail_json`` for a DbsafeError: its message plus its details and any partial result."""
-    payload = dict(result)
+    # A result finished before the failure (e.g. the start after a migration) has its own msg.
+    payload = dict((key, value) for key, value in result.items() if key not in ("msg", "failed"))
     for key, value in error.details.items():
         payload["error_" + key if key in _RESERVED else key] = value
     module.fail_json(msg=error.msg, **payload)

@@ -244,6 +244,11 @@ class ProjectSession:
         self.asked += 1
         return self.project._answer(self.process.ask(data, introspect.RESULT_MARKER))
 
+    def warm(self):
+        """Load Django's framework now, the project later: the next request's boot is then
+        a fraction of a cold one (see introspect.warm). Must be the session's first request."""
+        return self.call({"action": "warm"})
+
     def facts(self, database="default", apps=None, target=None, sql=False, pending=True):
         return self.call(facts_request(database, apps, target, sql, pending))
 

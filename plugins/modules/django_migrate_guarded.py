@@ -102,6 +102,44 @@ options:
       - Seconds to wait for another run's migration lock before failing with the holder's name.
     type: int
     default: 300
+  downtime:
+    description:
+      - Stop the application, switch its code, migrate and start it again, all in this one
+        task, so the application is down only for the work itself.
+      - Django's own framework is loaded B(before) the stop; the project (settings, models,
+        migrations) is loaded only after the O(downtime.code) command, from O(project_path),
+        so the migration runs the new code, as C(manage.py migrate) would.
+      - On any failure before the migration is verified the database is restored as usual,
+        then O(downtime.code_back) and O(downtime.start) run and the task fails saying so. When
+        the B(restore) fails, the application is left stopped.
+      - The commands are argv lists run without a shell. Not run in check mode (the result's
+        C(downtime.would_run) lists them).
+    type: dict
+    suboptions:
+      stop:
+        description: Stops the application (or puts it into maintenance).
+        type: list
+        elements: str
+        default: []
+      code:
+        description: Brings the code in O(project_path) to the revision to migrate, after the stop.
+        type: list
+        elements: str
+        default: []
+      code_back:
+        description: Puts the previous code back after a failure, before the start.
+        type: list
+        elements: str
+        default: []
+      start:
+        description: Starts the application again, after success and after a failure.
+        type: list
+        elements: str
+        default: []
+      environment:
+        description: Environment variables for the commands.
+        type: dict
+        default: {}
 attributes:
   check_mode:
     support: full
@@ -137,6 +175,18 @@ EXAMPLES = r"""
     migration: "0002"
     allow_data_loss: true
     backup_dir: /var/backups/shop
+
+- name: Stop, update, migrate and start in one task (the application is down only for this)
+  dbsafe.django.django_migrate_guarded:
+    project_path: /srv/shop
+    virtualenv: /srv/shop/.venv
+    backup_dir: /var/backups/shop
+    downtime:
+      stop: [systemctl, stop, shop.service]
+      code: [git, -C, /srv/shop, reset, --hard, --quiet, 1f3a9c2]
+      code_back: [git, -C, /srv/shop, reset, --hard, --quiet, 0b7e4d1]
+      start: [systemctl, start, shop.service]
+  register: deploy
 
 - name: Show what would run, with the SQL
   dbsafe.django.django_migrate_guarded:
@@ -195,6 +245,20 @@ timings:
   description: Seconds per phase (introspect, snapshot_before, backup, migrate, restore...).
   returned: always
   type: dict
+downtime:
+  description:
+    - With O(downtime), what the service window did. C(stopped_at) and C(started_at) are
+      epoch seconds (C(started_at) is null when the application was not started again),
+      C(seconds) the time from the stop until the start finished (or until the task ended),
+      C(steps) each command run with its C(rc) and C(seconds).
+    - In check mode only C(would_run), the commands by step.
+  returned: when O(downtime) is set
+  type: dict
+  sample:
+    stopped_at: 1795050000.12
+    started_at: 1795050001.02
+    seconds: 0.9
+    steps: [{step: stop, argv: [systemctl, stop, shop.service], rc: 0, seconds: 0.21}]
 launches:
   description: How many times the project's interpreter was launched.
   returned: always
@@ -203,6 +267,7 @@ launches:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.dbsafe.django.plugins.module_utils.downtime import ServiceWindow
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import DbsafeError
 from ansible_collections.dbsafe.django.plugins.module_utils.guard import (
     GuardedMigrate,
@@ -233,10 +298,21 @@ GUARD_OPTIONS = dict(
     lock_timeout=dict(type="int", default=300),
 )
 
+DOWNTIME_OPTION = dict(
+    type="dict",
+    options=dict(
+        stop=dict(type="list", elements="str", default=[]),
+        code=dict(type="list", elements="str", default=[]),
+        code_back=dict(type="list", elements="str", default=[]),
+        start=dict(type="list", elements="str", default=[]),
+        environment=dict(type="dict", default={}),
+    ),
+)
+
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(PROJECT_ARGUMENT_SPEC, **GUARD_OPTIONS),
+        argument_spec=dict(PROJECT_ARGUMENT_SPEC, downtime=DOWNTIME_OPTION, **GUARD_OPTIONS),
         mutually_exclusive=PROJECT_MUTUALLY_EXCLUSIVE + [("fake", "fake_initial")],
         required_by={"migration": "app"},
         required_if=[("backup", True, ["backup_dir"])],
@@ -250,8 +326,13 @@ def main():
     options = GuardOptions(database=params["database"], **dict(
         (name, params[name]) for name in GUARD_OPTIONS))
     runner = runner_for(module)
+    window = None
+    if params["downtime"] is not None:
+        window = ServiceWindow(runner, params["downtime"], params["downtime"]["environment"],
+                               mask=module.no_log_values.add)
     guard = GuardedMigrate(project_for(module, runner), runner, options,
-                           check_mode=module.check_mode, diff=module._diff, warn=module.warn)
+                           check_mode=module.check_mode, diff=module._diff, warn=module.warn,
+                           window=window)
     try:
         result = guard.run()
     except DbsafeError as error:
