@@ -9,10 +9,17 @@ decompress-tested, and only then renamed. On any failure the partial file goes a
 BackupError is raised. Nothing uncompressed is ever written next to the backups.
 
 Layout: ``<label>-<engine>-<UTC YYYYmmddTHHMMSSffffffZ>.<ext>`` with ext ``sqlite.gz``,
-``pgdump`` (pg custom), ``sql.gz`` (pg plain, MySQL), ``pgdir.tar`` (pg directory) or the
+``pgdump`` (pg custom), ``sql.gz`` (pg plain, MySQL), ``pgdir`` (pg directory) or the
 ``.zst`` / uncompressed variants; ``<same>.json`` is the manifest and
 ``<label>-<engine>-<stamp>.media.tar.gz`` the optional media archive. All files 0600, the
 directory 0700.
+
+A PostgreSQL directory-format backup stays the directory pg_dump wrote (``<name>.pgdir``, 0700,
+its files 0600): pg_dump -j writes it as ``<name>.pgdir.partial``, every file is synced, hashed
+and the dump read to its end by pg_restore before the rename; its manifest lists each file's
+name, size and sha256 (``files``), and its ``sha256`` is the sha256 of that list, so one
+checksum still names the whole backup. ``pg_restore -j`` restores straight from it. Earlier
+versions packed the directory into one ``<name>.pgdir.tar``; those still verify and restore.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -30,6 +37,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.dbsafe.django.plugins.module_utils.compression import Compression
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
@@ -52,8 +60,13 @@ FORMAT_EXTENSIONS = {
     "custom": "pgdump",
     "plain": "sql",
     "sql": "sql",
-    "directory": "pgdir.tar",
+    "directory": "pgdir",
 }
+# What earlier versions wrote for the directory format (one tar of the dump directory): still
+# verified and restored, no longer written.
+LEGACY_DIRECTORY_EXTENSION = "pgdir.tar"
+# Formats whose dump is a directory, kept as one (PostgreSQL's; the engines' directory_formats).
+DIRECTORY_FORMATS = ("directory",)
 # Formats whose tool compresses already: stored as they are unless asked otherwise.
 SELF_COMPRESSED = ("custom", "directory")
 MEDIA_SUFFIX = ".media.tar.gz"
@@ -67,6 +80,9 @@ _MAGIC = {"custom": b"PGDMP", "sqlite": b"SQLite format 3\x00"}
 # (15.18+ follows it with an \\unrestrict line, hence a tail, not the last line).
 _TRAILERS = {"sql": b"-- Dump completed", "plain": b"-- PostgreSQL database dump complete"}
 _TAIL_BYTES = 4096
+# Files of a directory backup hashed at the same time: the machine's cores are shared with
+# pg_restore's completeness read (and the database server).
+_HASH_WORKERS = 2
 
 
 def _check_trailer(path, tail, trailer):
@@ -132,9 +148,10 @@ class BackupStore:
         """Take a backup of ``engine``'s database; returns its manifest (plus ``path``).
 
         ``stream_writer(out)`` writes the dump into the binary file object ``out`` (by default
-        ``engine.dump(out, fmt, jobs)``; for a directory format it gets a directory path to
-        create). ``compression`` is 'gzip', 'zstd' or 'none'; None (auto) means 'none' for
-        formats that compress themselves (pg custom and directory), else zstd when it is
+        ``engine.dump(out, fmt, jobs)``; for a directory format it gets the path of the new,
+        empty 0700 directory to dump into). ``compression`` is 'gzip', 'zstd' or 'none'; None
+        (auto) means 'none' for formats that compress themselves (pg custom and directory;
+        the directory format takes no other), else zstd when it is
         installed (several times faster than gzip at the same ratio), else gzip.
         ``migrations`` (the applied migrations) and the archive of ``media_root`` go into the
         manifest.
@@ -144,6 +161,12 @@ class BackupStore:
                               "and start with a letter or digit" % (label,))
         fmt = engine.check_format(fmt)
         compression = Compression(compression or auto_compression(fmt))
+        directory_format = engine.is_directory_format(fmt)
+        if directory_format and compression.enabled:
+            raise BackupError(
+                "the %s format is kept as the directory its tool writes and its tool compresses "
+                "each file itself: use compression auto or none (got %s)"
+                % (fmt, compression.name))
         if compression.enabled:
             compression.tool()
         stamp = datetime.datetime.now(datetime.timezone.utc)
@@ -156,12 +179,15 @@ class BackupStore:
         made = [partial, manifest_partial]
         try:
             tool_versions = engine.tool_versions()
-            if engine.is_directory_format(fmt):
-                writer = self._directory_writer(engine, fmt, jobs, base, stream_writer)
+            files = None
+            if directory_format:
+                files = self._dump_directory(partial, engine, fmt, jobs, stream_writer)
+                size = sum(entry["size"] for entry in files)
+                sha256 = files_sha256(files)
             else:
                 writer = stream_writer or (lambda out: engine.dump(out, fmt=fmt, jobs=jobs))
-            size = self._stream_to_file(partial, writer, compression)
-            sha256 = self._check_written(partial, size, compression, fmt)
+                size = self._stream_to_file(partial, writer, compression)
+                sha256 = self._check_written(partial, size, compression, fmt)
             media = None
             if media_root:
                 media = self.archive_media(media_root, base)
@@ -187,6 +213,8 @@ class BackupStore:
                 else None,
                 "media": media,
             }
+            if files is not None:
+                manifest["files"] = files
             _write_synced(manifest_partial, (json.dumps(manifest, indent=2, sort_keys=True)
                                              + "\n").encode("utf-8"))
             # Data first: a manifest never points at a missing file.
@@ -197,7 +225,7 @@ class BackupStore:
             _fsync_directory(self.directory)
         except BaseException as error:
             for path in made:
-                _remove(path)
+                _remove_any(path)
             if isinstance(error, (DbsafeError, OSError)):
                 raise BackupError(
                     "backup of %s failed: %s. No backup file was left in %s."
@@ -207,21 +235,22 @@ class BackupStore:
         manifest["path"] = final
         return manifest
 
-    def _directory_writer(self, engine, fmt, jobs, base, stream_writer):
-        """A writer that dumps into a private staging directory and streams it out as tar."""
-        def write(out):
-            staging = tempfile.mkdtemp(prefix=".%s.staging-" % base, dir=self.directory)
-            try:
-                target = os.path.join(staging, "dump")
-                if stream_writer:
-                    stream_writer(target)
-                else:
-                    engine.dump(target, fmt=fmt, jobs=jobs)
-                with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-                    tar.add(target, arcname="dump")
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
-        return write
+    def _dump_directory(self, partial, engine, fmt, jobs, stream_writer):
+        """The dump tool writes straight into ``partial`` (a new 0700 directory; with
+        ``stream_writer(path)`` instead of ``engine.dump``); then every file is made 0600,
+        synced and hashed while the dump is read to its end, and the directory is synced.
+        Returns the manifest's ``files`` list."""
+        os.mkdir(partial, 0o700)
+        os.chmod(partial, 0o700)  # whatever the umask
+        if stream_writer:
+            stream_writer(partial)
+        else:
+            engine.dump(partial, fmt=fmt, jobs=jobs)
+        files, test_error = self._hash_and_test_directory(partial, fmt, sync=True)
+        if test_error is not None:
+            raise test_error
+        _fsync_directory(partial)
+        return files
 
     def _stream_to_file(self, partial, writer, compression):
         """writer -> [pipe -> compressor] -> ``partial`` (0600, synced); returns its size.
@@ -291,6 +320,30 @@ class BackupStore:
             test.join()
         return sha256, test.error
 
+    def _hash_and_test_directory(self, directory, fmt, sync=False):
+        """([{name, size, sha256}] sorted by name, the completeness test's error or None) for
+        a directory backup: pg_restore reads the whole dump in another process while the
+        files are hashed, ``_HASH_WORKERS`` at a time (hashlib and file reads release the
+        GIL). With ``sync`` each file is first made 0600 and fsynced."""
+        names = sorted(os.listdir(directory))
+        for name in names:
+            if not stat.S_ISREG(os.lstat(os.path.join(directory, name)).st_mode):
+                raise BackupError("%s in backup %s is not a regular file"
+                                  % (name, os.path.basename(directory)))
+        test = Background(self._read_pg_archive, directory, fmt)
+        try:
+            # The biggest files first, so the workers finish together.
+            by_size = sorted(names, key=lambda name: -os.path.getsize(
+                os.path.join(directory, name)))
+            with ThreadPoolExecutor(max_workers=_HASH_WORKERS) as pool:
+                hashed = dict(zip(by_size, pool.map(
+                    lambda name: _hash_member(os.path.join(directory, name), sync), by_size)))
+        finally:
+            test.join()
+        files = [{"name": name, "size": hashed[name][0], "sha256": hashed[name][1]}
+                 for name in names]
+        return files, test.error
+
     def _test_stream(self, path, compression, fmt):
         trailer = _TRAILERS.get(fmt)
         if compression.enabled:
@@ -305,7 +358,7 @@ class BackupStore:
                     raise BackupError("%s does not start like a %s dump"
                                       % (os.path.basename(path), fmt))
         if fmt == "custom":
-            self._read_custom_archive(path)
+            self._read_pg_archive(path, fmt)
         elif trailer:
             with open(path, "rb") as handle:
                 handle.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
@@ -320,7 +373,11 @@ class BackupStore:
 
     def _decompressed_tail(self, path, compression, keep_tail):
         """Decompress ``path`` to its end (a broken or truncated stream fails); returns the
-        last bytes of the content when ``keep_tail``, else just tests the stream."""
+        last bytes of the content when ``keep_tail``, else just tests the stream.
+
+        One pass either way: ``zstd -d`` / ``gzip -d`` check the frame checksum (zstd) or
+        CRC and length (gzip) exactly as ``-t`` does, and every stage's exit status counts,
+        so a separate ``-t`` run would read the stream a second time for nothing."""
         try:
             if not keep_tail:
                 with open(os.devnull, "wb") as devnull:
@@ -335,26 +392,29 @@ class BackupStore:
             raise BackupError("%s is not an intact %s stream: %s"
                               % (os.path.basename(path), compression.name, error.msg))
 
-    def _read_custom_archive(self, path):
-        """pg_restore reads the whole custom archive (to /dev/null, no server): an archive cut
-        short fails with 'end of file' even where its table of contents is whole."""
-        argv = [find_tool(["pg_restore"], "pg_restore (postgresql-client) checks custom "
-                          "archives"), "--file=" + os.devnull, path]
+    def _read_pg_archive(self, path, fmt):
+        """pg_restore reads the whole custom archive or dump directory (to /dev/null, no
+        server): an archive cut short fails with 'end of file' even where its table of
+        contents is whole; a dump directory without its toc.dat or a data file, or with a
+        data file cut short, fails too."""
+        argv = [find_tool(["pg_restore"], "pg_restore (postgresql-client) checks PostgreSQL "
+                          "archives"), "--format=%s" % fmt, "--file=" + os.devnull, path]
         try:
             with open(os.devnull, "wb") as devnull:
                 self.runner.pipeline([argv], stdout=devnull)
         except CommandError as error:
-            raise BackupError("%s is not a complete PostgreSQL custom archive: %s"
-                              % (os.path.basename(path), error.msg))
+            raise BackupError("%s is not a complete PostgreSQL %s archive: %s"
+                              % (os.path.basename(path), fmt, error.msg))
 
     # -- reading --------------------------------------------------------------------------
 
     def _paths(self, path):
         """(data file, manifest) for a backup named by its data file, manifest or name."""
-        name = os.path.basename(str(path))
+        path = str(path).rstrip(os.sep) or str(path)  # a directory backup given as 'x.pgdir/'
+        name = os.path.basename(path)
         if name.endswith(MANIFEST_SUFFIX):
             name = name[:-len(MANIFEST_SUFFIX)]
-        directory = os.path.dirname(os.path.abspath(str(path))) if os.sep in str(path) \
+        directory = os.path.dirname(os.path.abspath(path)) if os.sep in path \
             else self.directory
         data = os.path.join(directory, name)
         return data, data + MANIFEST_SUFFIX
@@ -382,10 +442,12 @@ class BackupStore:
 
         The file and its manifest must exist, size and sha256 must match, the compressed
         stream must decompress to its end, and ``engine`` (an Engine or a name), when given,
-        must be the engine the backup was taken from. A media archive is checked too.
+        must be the engine the backup was taken from. A media archive is checked too. A
+        directory backup must hold exactly the files of its manifest, each with its size and
+        sha256, and its dump must read to the end.
         """
         data, _manifest_path = self._paths(path)
-        if not os.path.isfile(data):
+        if not os.path.lexists(data):
             raise BackupError("backup file %s does not exist" % data, file=os.path.basename(data))
         manifest = self.read_manifest(path)
         engine_name = getattr(engine, "name", engine)
@@ -393,6 +455,18 @@ class BackupStore:
             raise BackupError(
                 "backup %s was taken from a %s database; it cannot be restored into %s"
                 % (manifest["file"], manifest.get("engine"), engine_name), file=manifest["file"])
+        if is_directory_backup(manifest):
+            self._verify_directory(manifest)
+        else:
+            self._verify_file(manifest)
+        self._verify_media(manifest)
+        return manifest
+
+    def _verify_file(self, manifest):
+        data = manifest["path"]
+        if not os.path.isfile(data) or os.path.islink(data):
+            raise BackupError("backup %s is not a regular file" % manifest["file"],
+                              file=manifest["file"])
         size = os.path.getsize(data)
         if size != manifest.get("size"):
             raise BackupError(
@@ -406,9 +480,54 @@ class BackupStore:
                 % manifest["file"], file=manifest["file"])
         if test_error is not None:
             raise test_error
+
+    def _verify_directory(self, manifest):
+        data, name = manifest["path"], manifest["file"]
+
+        def refuse(message, *args):
+            raise BackupError(("backup %s " % name) + message % args, file=name)
+
+        if not os.path.isdir(data) or os.path.islink(data):
+            refuse("should be a directory (a PostgreSQL directory-format dump)")
+        listed = manifest.get("files")
+        try:
+            intact = files_sha256(listed) == manifest.get("sha256")
+        except (KeyError, TypeError, ValueError):
+            intact = False
+        if not intact:
+            refuse("has a damaged manifest: its file list does not match its sha256")
+        if manifest.get("format") not in DIRECTORY_FORMATS:
+            refuse("has a damaged manifest: it lists files for the %s format, which is one file",
+                   manifest.get("format"))
+        expected = dict((entry["name"], entry) for entry in listed)
+        present = set(os.listdir(data))
+        missing = sorted(set(expected) - present)
+        if missing:
+            refuse("is incomplete: its file %s is missing", ", ".join(missing))
+        extra = sorted(present - set(expected))
+        if extra:
+            refuse("holds a file its manifest does not list: %s", ", ".join(extra))
+        for entry in listed:
+            full = os.path.join(data, entry["name"])
+            if not stat.S_ISREG(os.lstat(full).st_mode):
+                refuse("is damaged: its file %s is not a regular file", entry["name"])
+            size = os.path.getsize(full)
+            if size != entry["size"]:
+                refuse("is truncated or damaged: its file %s has %d bytes on disk, %s in the "
+                       "manifest", entry["name"], size, entry["size"])
+        files, test_error = self._hash_and_test_directory(data, manifest["format"])
+        actual = dict((entry["name"], entry["sha256"]) for entry in files)
+        for entry in sorted(listed, key=lambda entry: entry["name"]):
+            if actual.get(entry["name"]) != entry["sha256"]:
+                refuse("is damaged: the sha256 of its file %s does not match the manifest",
+                       entry["name"])
+        if test_error is not None:
+            raise test_error
+
+    def _verify_media(self, manifest):
         media = manifest.get("media")
         if media:
-            media_path = os.path.join(os.path.dirname(data), media["file"])
+            media_path = os.path.join(os.path.dirname(manifest["path"]), media["file"])
             if not os.path.isfile(media_path):
                 raise BackupError("the media archive %s of backup %s is missing"
                                   % (media["file"], manifest["file"]), file=manifest["file"])
@@ -416,16 +535,19 @@ class BackupStore:
                     or _sha256_file(media_path) != media.get("sha256")):
                 raise BackupError("the media archive %s of backup %s is damaged"
                                   % (media["file"], manifest["file"]), file=manifest["file"])
-        return manifest
 
     @contextlib.contextmanager
     def open_for_restore(self, path, engine=None, manifest=None):
         """A verified source for ``engine.restore``: a decompressing binary stream, or for a
-        directory format the path of the unpacked dump directory (removed afterwards)."""
+        directory format the dump directory itself (an earlier version's ``.pgdir.tar``: the
+        path of its unpacked copy, removed afterwards)."""
         if manifest is None:
             manifest = self.verify(path, engine)
         data = manifest["path"]
         compression = Compression(manifest.get("compression", "none"))
+        if is_directory_backup(manifest):
+            yield data
+            return
         if manifest.get("format") == "directory":
             staging = tempfile.mkdtemp(prefix=".restore-", dir=os.path.dirname(data))
             try:
@@ -495,7 +617,7 @@ class BackupStore:
                 manifest = self.read_manifest(os.path.join(self.directory, name))
             except BackupError:
                 continue
-            if not os.path.isfile(manifest["path"]):
+            if not _backup_exists(manifest):
                 continue
             if label is not None and manifest.get("label") != label:
                 continue
@@ -540,9 +662,10 @@ class BackupStore:
     def _remove_backup(self, manifest):
         # Manifest first: a half-removed backup is never listed.
         _remove(manifest["path"] + MANIFEST_SUFFIX)
-        _remove(manifest["path"])
+        _remove_any(manifest["path"])
         if manifest.get("media"):
             _remove(os.path.join(self.directory, manifest["media"]["file"]))
+        _fsync_directory(self.directory)
 
     # -- media ----------------------------------------------------------------------------
 
@@ -626,6 +749,46 @@ class BackupStore:
 
 # -- helpers ----------------------------------------------------------------------------------
 
+def is_directory_backup(manifest):
+    """True for a backup kept as a dump directory (its manifest lists its files); False for
+    one file, including an earlier version's ``.pgdir.tar``."""
+    return manifest.get("files") is not None
+
+
+def files_sha256(files):
+    """The sha256 of a directory backup: of its canonical file list (name, size, sha256 of
+    each file, sorted by name), so it changes when any file does."""
+    canonical = sorted(([entry["name"], entry["size"], entry["sha256"]] for entry in files),
+                       key=lambda row: row[0])
+    return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode("utf-8")) \
+        .hexdigest()
+
+
+def _backup_exists(manifest):
+    path = manifest["path"]
+    if os.path.islink(path):
+        return False
+    return os.path.isdir(path) if is_directory_backup(manifest) else os.path.isfile(path)
+
+
+def _hash_member(path, sync):
+    """(size, sha256) of one file of a directory backup; with ``sync`` made 0600 and fsynced
+    first."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if sync:
+            os.fchmod(fd, 0o600)
+            os.fsync(fd)
+        size = os.fstat(fd).st_size
+        digest = hashlib.sha256()
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            for chunk in iter(lambda: handle.read(CHUNK), b""):
+                digest.update(chunk)
+        return size, digest.hexdigest()
+    finally:
+        os.close(fd)
+
+
 def _safe_extract(fileobj, target):
     """Unpack a tar stream into ``target``, refusing anything that could land outside it."""
     with tarfile.open(fileobj=fileobj, mode="r|") as tar:
@@ -702,6 +865,14 @@ def _remove(path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _remove_any(path):
+    """A file, or a directory backup (its partial) with everything in it."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        _remove(path)
 
 
 def _reason(error):

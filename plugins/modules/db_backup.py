@@ -18,9 +18,15 @@ description:
   - A file with a final name is always a complete, verified backup; a JSON manifest beside it
     records the engine, database, size, sha256, tool versions and the Django migration state.
   - A restore checks the backup completely (sha256, size, engine, compressed stream, and that
-    the dump is complete - the dump tool's last line, or a PostgreSQL custom archive read to its
-    end) before it touches the database. The same checks run when the backup is written, so a
-    dump cut short is refused even when its tool exited 0.
+    the dump is complete - the dump tool's last line, or a PostgreSQL custom archive or dump
+    directory read to its end by C(pg_restore)) before it touches the database. The same checks
+    run when the backup is written, so a dump cut short is refused even when its tool exited 0.
+  - A PostgreSQL V(directory) format backup is kept as the directory C(pg_dump -j) wrote
+    (C(<name>.pgdir), mode 0700, its files 0600), not packed into one file. Its manifest lists
+    every file with its size and sha256 (C(files)); its C(sha256) is the sha256 of that list. A
+    restore refuses it when any file is missing, extra, truncated or changed, and runs
+    C(pg_restore -j) straight from it. Directory backups of earlier versions
+    (one C(<name>.pgdir.tar) file) still verify and restore.
   - The connection comes from the project's C(settings.DATABASES) (O(project_path) and the
     other project options) or from O(engine), O(name) and the other connection options.
 author:
@@ -60,7 +66,7 @@ options:
   format:
     description:
       - Dump format. PostgreSQL V(custom) (default), V(plain) or V(directory) (parallel with
-        O(jobs)); MySQL/MariaDB V(sql); SQLite V(sqlite).
+        O(jobs); stored as a directory, see above); MySQL/MariaDB V(sql); SQLite V(sqlite).
     type: str
   jobs:
     description:
@@ -71,6 +77,8 @@ options:
     description:
       - Compression of the backup stream. V(auto) is V(none) for formats that compress
         themselves (PostgreSQL custom and directory) and zstd when available, else gzip.
+      - The PostgreSQL directory format takes only V(auto) or V(none), because C(pg_dump) compresses
+        each of its files itself.
     type: str
     choices: [auto, gzip, zstd, none]
     default: auto
@@ -164,7 +172,11 @@ EXAMPLES = r"""
 
 RETURN = r"""
 backup:
-  description: The backup taken, restored or verified (its manifest and path).
+  description:
+    - The backup taken, restored or verified (its manifest and path).
+    - For a PostgreSQL directory backup C(path) is the directory, C(size) the sum of its files'
+      sizes and C(sha256) the sha256 of its manifest's file list (name, size and sha256 of
+      each file); the list itself is in the manifest file C(<path>.json).
   returned: success
   type: dict
   sample:

@@ -13,10 +13,11 @@ import tarfile
 
 import pytest
 
-from runner_double import engine_of, execute, make_runner, seed
+from runner_double import add_bulk_rows, engine_of, execute, make_runner, seed
 
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import (
     BackupStore,
+    files_sha256,
     tree_hash,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
@@ -25,6 +26,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     RestoreFailed,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
 
 NAME = re.compile(r"^(?P<label>[\w.-]+)-(?P<engine>sqlite|postgresql|mysql)-"
                   r"(?P<stamp>\d{8}T\d{12}Z)\.(?P<ext>[a-z.]+)$")
@@ -105,7 +107,7 @@ def test_postgresql_formats_through_the_store(postgres_database, tmp_path):
     auto = "zstd" if shutil.which("zstd") else "gzip"
     for fmt, ending, compression in (("custom", ".pgdump", "none"),
                                      ("plain", ".sql.gz" if auto == "gzip" else ".sql.zst", auto),
-                                     ("directory", ".pgdir.tar", "none")):
+                                     ("directory", ".pgdir", "none")):
         backup = store.write("pg", engine, fmt=fmt, jobs=2)
         assert backup["path"].endswith(ending) and backup["compression"] == compression
         mutate(postgres_database)
@@ -422,3 +424,308 @@ def test_store_helpers_with_a_real_engine_name(tmp_path):
     backup = store.write("empty", engine)
     assert store.verify(backup["path"], "sqlite")["database"] == connection.name
     shutil.rmtree(str(tmp_path / "b"))
+
+
+# -- PostgreSQL directory format: kept as the directory pg_dump wrote ---------------------------
+
+def directory_backup(store, engine, label="pg"):
+    return store.write(label, engine, fmt="directory", jobs=2)
+
+
+def data_files(path):
+    """The dump's table data files, biggest first."""
+    names = [n for n in os.listdir(path) if n.endswith(".dat.gz")]
+    return sorted(names, key=lambda n: -os.path.getsize(os.path.join(path, n)))
+
+
+def file_sha256(path):
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
+
+
+def test_pg_directory_backup_is_a_private_directory_that_round_trips(postgres_database,
+                                                                      tmp_path):
+    seed(postgres_database)
+    add_bulk_rows(postgres_database, 3000)
+    engine = engine_of(postgres_database)
+    before = engine.snapshot()
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+    backup = directory_backup(store, engine)
+    path, name = backup["path"], backup["file"]
+    assert name.endswith(".pgdir") and NAME.match(name), name
+    assert sorted(os.listdir(store.directory)) == [name, name + ".json"]  # no .partial left
+    assert os.path.isdir(path) and mode(path) == 0o700
+    listing = sorted(os.listdir(path))
+    assert "toc.dat" in listing and data_files(path)
+    for entry in listing:
+        assert mode(os.path.join(path, entry)) == 0o600, entry
+
+    manifest = json.load(open(path + ".json"))
+    assert mode(path + ".json") == 0o600
+    assert manifest["format"] == "directory" and manifest["compression"] == "none"
+    assert [entry["name"] for entry in manifest["files"]] == listing
+    for entry in manifest["files"]:
+        full = os.path.join(path, entry["name"])
+        assert entry["size"] == os.path.getsize(full)
+        assert entry["sha256"] == file_sha256(full)
+    assert manifest["size"] == sum(entry["size"] for entry in manifest["files"])
+    assert manifest["sha256"] == files_sha256(manifest["files"]) == backup["sha256"]
+    assert store.verify(path + os.sep, engine)["file"] == name  # also as 'x.pgdir/'
+    assert store.newest(label="pg")["file"] == name
+
+    mutate(postgres_database)
+    assert diff_snapshots(before, engine.snapshot()) != []
+    store.restore(path, engine, jobs=2)
+    assert diff_snapshots(before, engine.snapshot()) == []
+    assert engine.snapshot() == before
+    assert sorted(os.listdir(store.directory)) == [name, name + ".json"]  # no staging copy
+
+
+def test_damaged_pg_directory_backups_are_refused_before_the_database_is_touched(
+        postgres_database, tmp_path):
+    seed(postgres_database)
+    add_bulk_rows(postgres_database, 3000)
+    engine = engine_of(postgres_database)
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+    backup = directory_backup(store, engine)
+    path, manifest_path = backup["path"], backup["path"] + ".json"
+    pristine = str(tmp_path / "pristine")
+    shutil.copytree(path, pristine)
+    pristine_manifest = open(manifest_path, "rb").read()
+    biggest = data_files(path)[0]
+    mutate(postgres_database)
+    current = engine.snapshot()
+
+    def put_back():
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        shutil.copytree(pristine, path)
+        with open(manifest_path, "wb") as handle:
+            handle.write(pristine_manifest)
+
+    def truncate(name):
+        with open(os.path.join(path, name), "r+b") as handle:
+            handle.truncate(os.path.getsize(os.path.join(path, name)) // 2)
+
+    def flip(name):
+        with open(os.path.join(path, name), "r+b") as handle:
+            handle.seek(os.path.getsize(os.path.join(path, name)) // 2)
+            byte = handle.read(1)
+            handle.seek(-1, os.SEEK_CUR)
+            handle.write(bytes([byte[0] ^ 0xFF]))
+
+    def write_manifest(change):
+        manifest = json.loads(pristine_manifest)
+        change(manifest)
+        with open(manifest_path, "w") as handle:
+            json.dump(manifest, handle)
+
+    def flip_and_fix_the_manifest():
+        # A data file damaged inside, with a manifest rewritten to match the damage: the
+        # hashes agree, pg_restore's read of the gzip stream does not.
+        flip(biggest)
+
+        def match(manifest):
+            for entry in manifest["files"]:
+                if entry["name"] == biggest:
+                    entry["sha256"] = file_sha256(os.path.join(path, biggest))
+            manifest["sha256"] = files_sha256(manifest["files"])
+        write_manifest(match)
+
+    def drop_from_list(manifest):
+        manifest["files"] = [e for e in manifest["files"] if e["name"] != biggest]
+
+    cases = [
+        ("missing data file", lambda: os.unlink(os.path.join(path, biggest)),
+         "is incomplete: its file %s is missing" % biggest),
+        ("missing toc.dat", lambda: os.unlink(os.path.join(path, "toc.dat")),
+         "is incomplete: its file toc.dat is missing"),
+        ("extra file", lambda: open(os.path.join(path, "9999.dat.gz"), "wb").close(),
+         "holds a file its manifest does not list: 9999.dat.gz"),
+        ("truncated data file", lambda: truncate(biggest),
+         "is truncated or damaged: its file %s has" % biggest),
+        ("truncated toc.dat", lambda: truncate("toc.dat"),
+         "is truncated or damaged: its file toc.dat has"),
+        ("flipped byte in a data file", lambda: flip(biggest),
+         "the sha256 of its file %s does not match" % biggest),
+        ("flipped byte in toc.dat", lambda: flip("toc.dat"),
+         "the sha256 of its file toc.dat does not match"),
+        ("damage the manifest matches", flip_and_fix_the_manifest,
+         "is not a complete PostgreSQL directory archive"),
+        ("file list edited", lambda: write_manifest(drop_from_list),
+         "has a damaged manifest"),
+        ("format edited", lambda: write_manifest(lambda m: m.update(format="custom")),
+         "lists files for the custom format"),
+        ("missing directory", lambda: shutil.rmtree(path), "does not exist"),
+        ("missing manifest", lambda: os.unlink(manifest_path), "manifest"),
+        ("other engine", lambda: write_manifest(lambda m: m.update(engine="mysql")),
+         "was taken from a mysql database"),
+        ("a file instead of the directory",
+         lambda: (shutil.rmtree(path), open(path, "wb").close()), "should be a directory"),
+    ]
+    for case, damage, expected in cases:
+        damage()
+        with pytest.raises(BackupError) as failure:
+            store.restore(path, engine, jobs=2)
+        assert expected in failure.value.msg, (case, failure.value.msg)
+        assert engine.snapshot() == current, case  # not touched
+        put_back()
+    store.restore(path, engine, jobs=2)  # the undamaged backup still restores
+    assert diff_snapshots(engine.snapshot(), current) != []
+
+
+@pytest.mark.parametrize("cut", ["data file cut short", "toc.dat never written",
+                                 "data file never written"])
+def test_a_pg_directory_dump_cut_short_is_refused_even_when_pg_dump_exits_0(
+        postgres_database, tmp_path, cut):
+    seed(postgres_database)
+    add_bulk_rows(postgres_database, 3000)
+    engine = engine_of(postgres_database)
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+
+    def dump_cut_short(target):
+        engine.dump(target, fmt="directory", jobs=2)  # exits 0
+        biggest = os.path.join(target, data_files(target)[0])
+        if cut == "data file cut short":
+            with open(biggest, "r+b") as handle:
+                handle.truncate(os.path.getsize(biggest) // 2)
+        elif cut == "toc.dat never written":
+            os.unlink(os.path.join(target, "toc.dat"))
+        else:
+            os.unlink(biggest)
+
+    with pytest.raises(BackupError) as failure:
+        store.write("pg", engine, dump_cut_short, fmt="directory", jobs=2)
+    assert "is not a complete PostgreSQL directory archive" in failure.value.msg, \
+        failure.value.msg
+    assert "No backup file was left" in failure.value.msg
+    assert os.listdir(store.directory) == []
+
+
+def test_pg_directory_format_refuses_a_second_compression(postgres_database, tmp_path):
+    engine = engine_of(postgres_database)
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+    with pytest.raises(BackupError) as failure:
+        store.write("pg", engine, fmt="directory", compression="gzip")
+    assert "compresses each file itself" in failure.value.msg
+    assert os.listdir(store.directory) == []
+
+
+def test_retention_keeps_exactly_n_pg_directory_backups(postgres_database, tmp_path):
+    seed(postgres_database)
+    engine = engine_of(postgres_database)
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+    taken = [directory_backup(store, engine) for _attempt in range(4)]
+    # A dump interrupted before its rename: never a backup, never counted, never pruned.
+    leftover = taken[0]["path"][:-len(".pgdir")] + "9.pgdir.partial"
+    shutil.copytree(taken[0]["path"], leftover)
+    assert [m["file"] for m in store.list()] == [m["file"] for m in reversed(taken)]
+    assert store.newest(label="pg")["file"] == taken[-1]["file"]
+
+    removed = store.prune(2, protect=[taken[0]["path"]])
+    assert removed == sorted([taken[1]["file"], taken[2]["file"]])
+    assert [m["file"] for m in store.list()] == [taken[3]["file"], taken[0]["file"]]
+    for gone in (taken[1], taken[2]):
+        assert not os.path.lexists(gone["path"]) and not os.path.exists(gone["path"] + ".json")
+    assert os.path.isdir(leftover)
+    assert store.prune(2) == []
+    for kept in (taken[0], taken[3]):
+        store.verify(kept["path"], engine)
+
+
+def write_legacy_tar_backup(store, engine, label="old"):
+    """A directory-format backup as versions before the directory layout wrote it: the dump
+    directory in one uncompressed tar (member 'dump/'), one size and sha256 in the manifest."""
+    dump = os.path.join(str(store.directory), ".old-dump")
+    os.mkdir(dump, 0o700)
+    engine.dump(os.path.join(dump, "dump"), fmt="directory", jobs=2)
+    name = "%s-postgresql-20261120T010203040506Z.pgdir.tar" % label
+    path = os.path.join(store.directory, name)
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(os.path.join(dump, "dump"), arcname="dump")
+    shutil.rmtree(dump)
+    os.chmod(path, 0o600)
+    public = engine.connection.public()
+    manifest = {"format_version": 1, "dbsafe_version": "0.1.0", "label": label,
+                "engine": "postgresql", "database": public["name"], "host": public["host"],
+                "port": public["port"], "user": public["user"],
+                "created_at": "2026-11-20T01:02:03.040506Z", "file": name,
+                "size": os.path.getsize(path), "sha256": file_sha256(path),
+                "compression": "none", "format": "directory",
+                "tool_versions": engine.tool_versions(), "migrations": None, "media": None}
+    with open(path + ".json", "w") as handle:
+        json.dump(manifest, handle)
+    return path
+
+
+def test_an_earlier_versions_pgdir_tar_backup_still_verifies_and_restores(postgres_database,
+                                                                          tmp_path):
+    seed(postgres_database)
+    add_bulk_rows(postgres_database, 1000)
+    engine = engine_of(postgres_database)
+    before = engine.snapshot()
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+    path = write_legacy_tar_backup(store, engine)
+    assert store.verify(path, engine)["format"] == "directory"
+    assert store.newest(label="old")["path"] == path
+    mutate(postgres_database)
+    store.restore(path, engine, jobs=2)
+    assert engine.snapshot() == before
+    assert sorted(os.listdir(store.directory)) == sorted([os.path.basename(path),
+                                                          os.path.basename(path) + ".json"])
+    # Damage is still refused before the database is touched.
+    mutate(postgres_database)
+    current = engine.snapshot()
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+    with pytest.raises(BackupError) as failure:
+        store.restore(path, engine, jobs=2)
+    assert "sha256 does not match" in failure.value.msg
+    assert engine.snapshot() == current
+    assert store.prune(1, label="old") == []
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("engine_fixture,fmt", [("mysql_database", "sql"),
+                                                ("postgres_database", "plain")])
+def test_a_corrupt_text_dump_stream_is_refused_by_its_one_decompression_pass(
+        request, engine_fixture, fmt, compression, tmp_path):
+    """The completeness check of a compressed text dump decompresses once (through tail, for
+    the dump tool's last line): that one pass must still refuse a stream damaged inside, also
+    when the manifest matches the damage, and a whole stream whose dump was cut short."""
+    db = request.getfixturevalue(engine_fixture)
+    seed(db)
+    add_bulk_rows(db, 3000)
+    engine = engine_of(db)
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+    backup = store.write("pre", engine, fmt=fmt, compression=compression)
+    path = backup["path"]
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF
+    with open(path, "wb") as handle:
+        handle.write(bytes(data))
+    manifest = json.load(open(path + ".json"))
+    manifest["sha256"] = hashlib.sha256(bytes(data)).hexdigest()
+    with open(path + ".json", "w") as handle:
+        json.dump(manifest, handle)
+    mutate(db)
+    current = engine.snapshot()
+    with pytest.raises(BackupError) as failure:
+        store.restore(path, engine)
+    assert "is not an intact %s stream" % compression in failure.value.msg, failure.value.msg
+    assert engine.snapshot() == current
+
+    def cut_short(out):
+        # A whole, valid compressed stream of a dump that stops early; its tool "exited 0".
+        whole = str(tmp_path / "whole.dump")
+        with open(whole, "wb") as handle:
+            engine.dump(handle, fmt=fmt)
+        out.write(open(whole, "rb").read()[:-300])
+    with pytest.raises(BackupError) as failure:
+        store.write("cut", engine, cut_short, fmt=fmt, compression=compression)
+    assert "is incomplete" in failure.value.msg and "cut short" in failure.value.msg
+    assert not [n for n in os.listdir(store.directory) if n.startswith("cut-")]

@@ -181,3 +181,32 @@ def test_password_never_in_any_process_argv_during_dump(request, engine_fixture,
         sampler.join()
     assert not dumped["failed"] and not restored["failed"], (dumped.get("msg"), restored.get("msg"))
     assert seen == []
+
+
+def test_pg_directory_format_through_the_module(postgres_database, tmp_path):
+    db = postgres_database
+    project = loaded_project(db, tmp_path)
+    before = engine_of(db).snapshot()
+    args = dict(format="directory", jobs=2, keep=2)
+    taken = [run_module("db_backup", project_args(project, db, tmp_path, **args))
+             for _attempt in range(3)]
+    assert not any(result["failed"] for result in taken), [r.get("msg") for r in taken]
+    newest = taken[-1]["backup"]
+    assert newest["path"].endswith(".pgdir") and os.path.isdir(newest["path"])
+    assert os.stat(newest["path"]).st_mode & 0o777 == 0o700
+    assert taken[-1]["pruned"] == [os.path.basename(taken[0]["backup"]["path"])]
+    assert taken[-1]["diff"]["after"]["backups"] == [
+        os.path.basename(t["backup"]["path"]) for t in reversed(taken[1:])]
+    assert sorted(os.listdir(tmp_path / "backups")) == sorted(
+        name for t in taken[1:] for name in (os.path.basename(t["backup"]["path"]),
+                                             os.path.basename(t["backup"]["path"]) + ".json"))
+
+    demo.manage(project, db, "shell", "-c",
+                "from books.models import Book\nBook.objects.all().delete()\n")
+    verified = run_module("db_backup", project_args(project, db, tmp_path, state="verify"))
+    assert verified["verified"] and verified["backup"]["sha256"] == newest["sha256"]
+    restored = run_module("db_backup", project_args(project, db, tmp_path, state="restore",
+                                                    jobs=2))
+    assert not restored["failed"], restored.get("msg")
+    assert restored["backup"]["path"] == newest["path"]
+    assert diff_snapshots(before, engine_of(db).snapshot()) == []

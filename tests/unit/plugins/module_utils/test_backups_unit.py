@@ -180,7 +180,8 @@ def test_auto_compression(monkeypatch):
 
 def test_format_extensions_are_distinct():
     assert backups.FORMAT_EXTENSIONS["custom"] == "pgdump"
-    assert backups.FORMAT_EXTENSIONS["directory"] == "pgdir.tar"
+    assert backups.FORMAT_EXTENSIONS["directory"] == "pgdir"
+    assert backups.LEGACY_DIRECTORY_EXTENSION == "pgdir.tar"
     assert set(backups.SELF_COMPRESSED) == {"custom", "directory"}
 
 
@@ -242,3 +243,33 @@ def test_tree_hash(tmp_path):
     os.unlink(str(two / "link"))
     os.symlink("d/e", str(two / "link"))
     assert tree_hash(str(one)) != tree_hash(str(two))
+
+
+def test_directory_backup_checksum_is_of_the_file_list():
+    files = [{"name": "toc.dat", "size": 10, "sha256": "a" * 64},
+             {"name": "3338.dat.gz", "size": 99, "sha256": "b" * 64}]
+    checksum = backups.files_sha256(files)
+    assert len(checksum) == 64 and checksum == backups.files_sha256(list(reversed(files)))
+    for key, value in (("name", "3339.dat.gz"), ("size", 98), ("sha256", "c" * 64)):
+        changed = [dict(files[0]), dict(files[1], **{key: value})]
+        assert backups.files_sha256(changed) != checksum, key
+    assert backups.files_sha256(files[:1]) != checksum
+    assert backups.is_directory_backup({"files": files})
+    assert not backups.is_directory_backup({"file": "x.pgdir.tar"})
+
+
+def test_list_ignores_a_leftover_partial_directory(tmp_path):
+    store = BackupStore(str(tmp_path))
+    backup = store.write("pre", StubEngine(), compression="none")
+    leftover = tmp_path / "pre-postgresql-20260101T000000000000Z.pgdir.partial"
+    leftover.mkdir()
+    (leftover / "toc.dat").write_bytes(b"PGDMP")
+    # A manifest whose directory backup is a file, or whose file backup is a directory: not
+    # a backup.
+    (tmp_path / "odd.pgdir").write_text("x")
+    (tmp_path / "odd.pgdir.json").write_text(json.dumps({"file": "odd.pgdir", "files": []}))
+    (tmp_path / "odd.sqlite").mkdir()
+    (tmp_path / "odd.sqlite.json").write_text(json.dumps({"file": "odd.sqlite"}))
+    assert [m["file"] for m in store.list()] == [backup["file"]]
+    assert store.prune(1) == []
+    assert leftover.is_dir()
