@@ -29,6 +29,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import dif
 
 PYTHON = demo.default_python()
 START_STOP_DAEMON = "/sbin/start-stop-daemon"
+STOP_PIDFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stop_pidfile.sh")
 GIT_IDENTITY = ["-c", "user.name=dbsafe tests", "-c", "user.email=tests@example.invalid"]
 SUBTITLE = "0006_book_subtitle"
 SUBTITLE_MIGRATION = '''from django.db import migrations, models
@@ -133,8 +134,7 @@ class App:
                 "runserver", "127.0.0.1:%d" % self.port, "--noreload"]
 
     def stop_command(self):
-        return [START_STOP_DAEMON, "--stop", "--oknodo", "--pidfile", self.pidfile,
-                "--remove-pidfile", "--retry", "TERM/10/KILL/5"]
+        return ["/bin/sh", STOP_PIDFILE, self.pidfile]
 
     def hostvars(self, **extra):
         host = {
