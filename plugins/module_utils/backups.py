@@ -83,6 +83,9 @@ _TAIL_BYTES = 4096
 # Files of a directory backup hashed at the same time: the machine's cores are shared with
 # pg_restore's completeness read (and the database server).
 _HASH_WORKERS = 2
+# A TOC entry with data of its own in a dump directory (pg_restore --list: '<id>; <catalog>
+# <oid> TABLE DATA <schema> <name> <owner>'); large objects are BLOBS (15) or LARGE OBJECTS (17).
+_DATA_ENTRY = re.compile(br"^\d+; \d+ \d+ (TABLE DATA|BLOBS|LARGE OBJECTS) ")
 
 
 def _check_trailer(path, tail, trailer):
@@ -396,15 +399,53 @@ class BackupStore:
         """pg_restore reads the whole custom archive or dump directory (to /dev/null, no
         server): an archive cut short fails with 'end of file' even where its table of
         contents is whole; a dump directory without its toc.dat or a data file, or with a
-        data file cut short, fails too."""
-        argv = [find_tool(["pg_restore"], "pg_restore (postgresql-client) checks PostgreSQL "
-                          "archives"), "--format=%s" % fmt, "--file=" + os.devnull, path]
+        data file cut short, fails too.
+
+        A dump directory's data entries are split over ``_HASH_WORKERS`` pg_restore processes
+        (``--use-list``; each also reads every other entry): decompressing the data is the
+        check's whole cost and one pg_restore uses one core."""
+        pg_restore = find_tool(["pg_restore"], "pg_restore (postgresql-client) checks "
+                               "PostgreSQL archives")
+        base = [pg_restore, "--format=%s" % fmt, "--file=" + os.devnull]
         try:
-            with open(os.devnull, "wb") as devnull:
-                self.runner.pipeline([argv], stdout=devnull)
+            groups = self._data_entry_groups(pg_restore, path) \
+                if fmt in DIRECTORY_FORMATS else None
+            if not groups:
+                with open(os.devnull, "wb") as devnull:
+                    self.runner.pipeline([base + [path]], stdout=devnull)
+                return
+            with tempfile.TemporaryDirectory(prefix="dbsafe-toc-") as lists:  # 0700
+                readers = []
+                for index, entries in enumerate(groups):
+                    list_file = os.path.join(lists, "%d.list" % index)
+                    with open(list_file, "wb") as handle:
+                        handle.write(b"\n".join(entries) + b"\n")
+                    readers.append(Background(self._read_to_devnull,
+                                              base + ["--use-list=" + list_file, path]))
+                for reader in readers:
+                    reader.join()
+                for reader in readers:
+                    if reader.error is not None:
+                        raise reader.error
         except CommandError as error:
             raise BackupError("%s is not a complete PostgreSQL %s archive: %s"
                               % (os.path.basename(path), fmt, error.msg))
+
+    def _data_entry_groups(self, pg_restore, path):
+        """The dump's table of contents (``pg_restore --list``, which reads all of toc.dat)
+        as ``_HASH_WORKERS`` lists that share the entries without data and split the data
+        entries round-robin; None when there is nothing to split."""
+        listing = self.runner.pipeline([[pg_restore, "--format=directory", "--list", path]])
+        entries = [line for line in listing.splitlines() if line and not line.startswith(b";")]
+        data = [line for line in entries if _DATA_ENTRY.search(line)]
+        if len(data) < 2:
+            return None
+        shared = [line for line in entries if not _DATA_ENTRY.search(line)]
+        return [shared + data[index::_HASH_WORKERS] for index in range(_HASH_WORKERS)]
+
+    def _read_to_devnull(self, argv):
+        with open(os.devnull, "wb") as devnull:
+            self.runner.pipeline([argv], stdout=devnull)
 
     # -- reading --------------------------------------------------------------------------
 

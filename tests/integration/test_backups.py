@@ -471,6 +471,14 @@ def test_pg_directory_backup_is_a_private_directory_that_round_trips(postgres_da
     assert manifest["size"] == sum(entry["size"] for entry in manifest["files"])
     assert manifest["sha256"] == files_sha256(manifest["files"]) == backup["sha256"]
     assert store.verify(path + os.sep, engine)["file"] == name  # also as 'x.pgdir/'
+    # The completeness read is split over two pg_restore processes: together they read every
+    # entry of the table of contents, each table's data exactly once.
+    listing = subprocess.run(["pg_restore", "--list", path], capture_output=True, check=True)
+    entries = [line for line in listing.stdout.splitlines() if line and not line.startswith(b";")]
+    groups = store._data_entry_groups(shutil.which("pg_restore"), path)
+    assert len(groups) == 2 and set(groups[0]) | set(groups[1]) == set(entries)
+    data = [line for line in entries if b" TABLE DATA " in line]
+    assert sorted(line for group in groups for line in group if line in data) == sorted(data)
     assert store.newest(label="pg")["file"] == name
 
     mutate(postgres_database)
