@@ -443,8 +443,7 @@ def file_sha256(path):
         return hashlib.sha256(handle.read()).hexdigest()
 
 
-def test_pg_directory_backup_is_a_private_directory_that_round_trips(postgres_database,
-                                                                      tmp_path):
+def test_pg_directory_backup_is_a_private_directory_that_round_trips(postgres_database, tmp_path):
     seed(postgres_database)
     add_bulk_rows(postgres_database, 3000)
     engine = engine_of(postgres_database)
