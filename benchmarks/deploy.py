@@ -45,6 +45,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.project import Djang
 from ansible_collections.dbsafe.django.plugins.module_utils.runner import Runner
 
 PYTHON = demo.default_python()
+PROJECT_APPS = 50  # P2's generated project, as P5's
 COMPRESSORS = {"zstd": ["zstd", "-q", "--rm"], "gzip": ["gzip"], "none": None}
 
 # A python that logs each start (epoch seconds, then the first arguments), then becomes the
@@ -115,6 +116,7 @@ class GuardedOverhead:
                         PYTHONDONTWRITEBYTECODE="1")
         self.size = os.path.getsize(self.template)
         self.compression = None
+        self.expected = ["books.0006_book_subtitle"]
 
     def fresh(self, _name):
         for path in glob.glob(self.db.name + "*"):
@@ -129,8 +131,8 @@ class GuardedOverhead:
         started = time.perf_counter()
         result = guard.run()
         seconds = time.perf_counter() - started
-        assert result["changed"] and [s["migration"] for s in result["applied"]] == \
-            ["books.0006_book_subtitle"], result
+        assert result["changed"] and sorted(s["migration"] for s in result["applied"]) == \
+            self.expected, result
         self.compression = result["backup"]["compression"]
         return {"seconds": seconds, "timings": dict(guard.timings), "launches": result["launches"]}
 
@@ -145,10 +147,48 @@ class GuardedOverhead:
             subprocess.run(compressor + [dump], check=True)
         timings["dump"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
-        demo.manage(self.project, self.db, "migrate", "--no-input",
-                    env={"DEMO_MEDIA_ROOT": self.env["DEMO_MEDIA_ROOT"]})
+        subprocess.run([PYTHON, "manage.py", "migrate", "--no-input"], cwd=self.project,
+                       env=dict(os.environ, **self.env), check=True, capture_output=True)
         timings["migrate"] = round(time.perf_counter() - started, 3)
         return {"timings": timings}
+
+
+class GeneratedProjectOverhead(GuardedOverhead):
+    """P5's generated project (``apps`` apps, ``total`` migrations, one model per app), its
+    template database migrated for real up to each app's second-to-last migration: the
+    guarded and the bare side both apply the ``apps`` last ones."""
+
+    MIGRATE_TO = """import os, sys
+sys.path.insert(0, os.getcwd())
+import django
+django.setup()
+from django.core.management import call_command
+for app, name in %r:
+    call_command("migrate", app, name, verbosity=0)
+"""
+
+    def __init__(self, work, name, apps, total):  # pylint: disable=super-init-not-called
+        from facts import generate  # benchmarks/facts.py, P5's generator
+
+        self.work = os.path.join(work, name)
+        os.makedirs(self.work)
+        self.project, rows = generate(self.work, apps, total)
+        by_app = {}
+        for app, migration in rows:
+            by_app.setdefault(app, []).append(migration)
+        self.template = os.path.join(self.work, "template.sqlite3")
+        self.db = create_sqlite(os.path.join(self.work, "run"))
+        os.makedirs(os.path.dirname(self.db.name))
+        self.env = {"BENCH_DB": self.template, "PYTHONDONTWRITEBYTECODE": "1",
+                    "DJANGO_SETTINGS_MODULE": "benchsite.settings"}
+        targets = sorted((app, names[-2]) for app, names in by_app.items())
+        subprocess.run([PYTHON, "-c", self.MIGRATE_TO % (targets,)], cwd=self.project,
+                       env=dict(os.environ, **self.env), check=True)
+        self.env["BENCH_DB"] = self.db.name
+        self.backups = os.path.join(self.work, "backups")
+        self.size = os.path.getsize(self.template)
+        self.compression = None
+        self.expected = sorted("%s.%s" % (app, names[-1]) for app, names in by_app.items())
 
 
 class _Dir(str):
@@ -160,18 +200,24 @@ class _Dir(str):
 
 def measure_p2(work, repo, args):
     results = {}
-    for name, rows in (("demo", 0), ("large", args.large_rows)):
-        if name == "large" and not rows:
+    for name, rows in (("demo", 0), ("large", args.large_rows), ("project", args.project_migrations)):
+        if name != "demo" and not rows:
             continue
-        log("P2 %s: preparing the template database (%d extra books)" % (name, rows))
-        data = GuardedOverhead(work, repo, name, rows)
+        if name == "project":
+            log("P2 project: generating %d apps, %d migrations, migrating the template"
+                % (PROJECT_APPS, rows))
+            data = GeneratedProjectOverhead(work, name, PROJECT_APPS, rows)
+        else:
+            log("P2 %s: preparing the template database (%d extra books)" % (name, rows))
+            data = GuardedOverhead(work, repo, name, rows)
         data.fresh(None)
         data.guarded(None)  # warm-up: page cache, bytecode, and which compression ours uses
         pairs = run_pairs({"guarded": data.guarded, "bare": data.bare}, args.repeat,
                           setup=data.fresh, label="P2 %s" % name)
         results[name] = dict(summary(pairs, "guarded", "bare"), pairs=pairs,
-                             database_bytes=data.size, extra_rows=rows,
-                             compression=data.compression)
+                             database_bytes=data.size, extra_rows=rows if name == "large" else 0,
+                             migrations=rows if name == "project" else None,
+                             pending=len(data.expected), compression=data.compression)
     return results
 
 
@@ -293,8 +339,13 @@ def markdown(results):
                              "**%s**" % p4["median_ratio"]]]))
         out.append("\nP4: %s\n" % verdict(p4["median_ratio"], 0.5))
     for name, p2 in sorted(results.get("p2", {}).items()):
-        out.append("P2 guarded / bare, %s data (%.1f MiB SQLite, +%d rows; target <= 1.15)\n"
-                   % (name, p2["database_bytes"] / 1048576.0, p2["extra_rows"]))
+        if p2.get("migrations"):
+            out.append("P2 guarded / bare, generated project (%d migrations, %d pending; "
+                       "%.1f MiB SQLite; target <= 1.15)\n"
+                       % (p2["migrations"], p2["pending"], p2["database_bytes"] / 1048576.0))
+        else:
+            out.append("P2 guarded / bare, %s data (%.1f MiB SQLite, +%d rows; target <= 1.15)\n"
+                       % (name, p2["database_bytes"] / 1048576.0, p2["extra_rows"]))
         rows = []
         for i, (p, r) in enumerate(zip(p2["pairs"], p2["ratios"])):
             phases = ", ".join("%s %.2f" % kv for kv in sorted(p["guarded"]["timings"].items()))
@@ -312,6 +363,9 @@ def main():
     parser.add_argument("--only", choices=["p2", "deploy"], help="only P2, or only P1+P4")
     parser.add_argument("--large-rows", type=int, default=1000000,
                         help="extra books in P2's large data set (0: skip it)")
+    parser.add_argument("--project-migrations", type=int, default=1000,
+                        help="migrations of P2's generated project (%d apps; 0: skip it)"
+                        % PROJECT_APPS)
     parser.add_argument("--json", help="write all raw results here")
     parser.add_argument("--workdir", help="parent of the temporary directory")
     args = parser.parse_args()
