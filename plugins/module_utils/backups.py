@@ -221,10 +221,12 @@ class BackupStore:
             _write_synced(manifest_partial, (json.dumps(manifest, indent=2, sort_keys=True)
                                              + "\n").encode("utf-8"))
             # Data first: a manifest never points at a missing file.
-            made.append(final)
+            # Listed for clean-up only once renamed: a rename that fails (a directory of the
+            # same name exists) must not make the clean-up remove what is not ours.
             os.rename(partial, final)
-            made.append(manifest_final)
+            made.append(final)
             os.rename(manifest_partial, manifest_final)
+            made.append(manifest_final)
             _fsync_directory(self.directory)
         except BaseException as error:
             for path in made:
