@@ -118,7 +118,7 @@ class BackupJob:
 
     def restore(self, store, engine, label):
         source = self._source(store, label, engine)
-        manifest = store.verify(source, engine)
+        manifest = store.verify(source, engine, restore_jobs=self.params["jobs"])
         media = None
         if self.params["include_media"] and manifest.get("media"):
             media = self.media_root()
@@ -130,7 +130,7 @@ class BackupJob:
                     "msg": "would restore %s into %s" % (manifest["file"], engine.describe())}
         if self.params.get("restore_into") and not engine.database_exists(engine.connection.name):
             engine.create_database(engine.connection.name)
-        store.restore(manifest["path"], engine, jobs=self.params["jobs"])
+        store.restore(manifest["path"], engine, jobs=self.params["jobs"], manifest=manifest)
         if media:
             store.restore_media(manifest["media"]["file"], media,
                                 sha256=manifest["media"]["sha256"])

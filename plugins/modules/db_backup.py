@@ -21,6 +21,11 @@ description:
     the dump is complete - the dump tool's last line, or a PostgreSQL custom archive or dump
     directory read to its end by C(pg_restore)) before it touches the database. The same checks
     run when the backup is written, so a dump cut short is refused even when its tool exited 0.
+    One exception saves a full read. A PostgreSQL custom archive restored in one stream
+    (O(jobs=1)) whose manifest says it was read to its end when written is checked by size and
+    sha256 only. Equal hashes mean the very bytes that passed that read, and the restore itself
+    runs in one transaction that commits only after C(pg_restore) read the whole archive.
+    O(state=verify) always reads everything.
   - A PostgreSQL V(directory) format backup is kept as the directory C(pg_dump -j) wrote
     (C(<name>.pgdir), mode 0700, its files 0600), not packed into one file. Its manifest lists
     every file with its size and sha256 (C(files)); its C(sha256) is the sha256 of that list. A
