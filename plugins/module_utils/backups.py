@@ -407,15 +407,16 @@ class BackupStore:
         contents is whole; a dump directory without its toc.dat or a data file, or with a
         data file cut short, fails too.
 
-        A dump directory's data entries are split over ``_HASH_WORKERS`` pg_restore processes
+        The data entries are split over ``_HASH_WORKERS`` pg_restore processes
         (``--use-list``; each also reads every other entry): decompressing the data is the
-        check's whole cost and one pg_restore uses one core."""
+        check's whole cost and one pg_restore uses one core. A custom archive that pg_dump
+        wrote to a file has the data offsets for that; one cut short before they were written
+        is read front to back by each process, and still fails where it ends."""
         pg_restore = find_tool(["pg_restore"], "pg_restore (postgresql-client) checks "
                                "PostgreSQL archives")
         base = [pg_restore, "--format=%s" % fmt, "--file=" + os.devnull]
         try:
-            groups = self._data_entry_groups(pg_restore, path) \
-                if fmt in DIRECTORY_FORMATS else None
+            groups = self._data_entry_groups(pg_restore, path, fmt)
             if not groups:
                 with open(os.devnull, "wb") as devnull:
                     self.runner.pipeline([base + [path]], stdout=devnull)
@@ -437,11 +438,11 @@ class BackupStore:
             raise BackupError("%s is not a complete PostgreSQL %s archive: %s"
                               % (os.path.basename(path), fmt, error.msg))
 
-    def _data_entry_groups(self, pg_restore, path):
+    def _data_entry_groups(self, pg_restore, path, fmt="directory"):
         """The dump's table of contents (``pg_restore --list``, which reads all of toc.dat)
         as ``_HASH_WORKERS`` lists that share the entries without data and split the data
         entries round-robin; None when there is nothing to split."""
-        listing = self.runner.pipeline([[pg_restore, "--format=directory", "--list", path]])
+        listing = self.runner.pipeline([[pg_restore, "--format=%s" % fmt, "--list", path]])
         entries = [line for line in listing.splitlines() if line and not line.startswith(b";")]
         data = [line for line in entries if _DATA_ENTRY.search(line)]
         if len(data) < 2:

@@ -8,6 +8,9 @@ block), so even table data damaged behind a manifest that matches the damage cha
 Every other restore re-reads the stream first (test_backups.py)."""
 import hashlib
 import json
+import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -57,4 +60,29 @@ def test_single_stream_custom_restore_trusts_the_sha256_and_still_changes_nothin
     # The explicit check (state: verify) still reads the archive to its end.
     with pytest.raises(BackupError) as failure:
         store.verify(backup["path"], engine)
+    assert "not a complete PostgreSQL custom archive" in failure.value.msg
+
+
+def test_the_completeness_read_of_a_custom_archive_is_split_over_two_readers(
+        postgres_database, tmp_path):
+    """Both readers together read every entry of the table of contents, each table's data
+    once; and a custom archive cut short still fails the split read."""
+    seed(postgres_database)
+    add_bulk_rows(postgres_database, 3000)
+    store = BackupStore(str(tmp_path / "backups"), make_runner())
+    backup = store.write("pre", engine_of(postgres_database))
+    pg_restore = shutil.which("pg_restore")
+    listing = subprocess.run([pg_restore, "--list", backup["path"]], capture_output=True,
+                             check=True).stdout
+    entries = [line for line in listing.splitlines() if line and not line.startswith(b";")]
+    groups = store._data_entry_groups(pg_restore, backup["path"], "custom")
+    assert len(groups) == 2 and set(groups[0]) | set(groups[1]) == set(entries)
+    data = [line for line in entries if b" TABLE DATA " in line]
+    assert sorted(line for group in groups for line in group if line in data) == sorted(data)
+
+    cut = str(tmp_path / "cut.pgdump")
+    with open(backup["path"], "rb") as source, open(cut, "wb") as target:
+        target.write(source.read(os.path.getsize(backup["path"]) * 2 // 3))
+    with pytest.raises(BackupError) as failure:
+        store._read_pg_archive(cut, "custom")
     assert "not a complete PostgreSQL custom archive" in failure.value.msg
