@@ -37,6 +37,8 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.dbsafe.django.plugins.module_utils.compression import Compression
@@ -189,8 +191,10 @@ class BackupStore:
                 sha256 = files_sha256(files)
             else:
                 writer = stream_writer or (lambda out: engine.dump(out, fmt=fmt, jobs=jobs))
-                size = self._stream_to_file(partial, writer, compression)
-                sha256 = self._check_written(partial, size, compression, fmt)
+                # A custom archive is read to its end by pg_restore WHILE pg_dump writes it.
+                follow = fmt == "custom" and not compression.enabled
+                size = self._stream_to_file(partial, writer, compression, follow=follow)
+                sha256 = self._check_written(partial, size, compression, fmt, read=follow)
             media = None
             if media_root:
                 media = self.archive_media(media_root, base)
@@ -260,7 +264,7 @@ class BackupStore:
         _fsync_directory(partial)
         return files
 
-    def _stream_to_file(self, partial, writer, compression):
+    def _stream_to_file(self, partial, writer, compression, follow=False):
         """writer -> [pipe -> compressor] -> ``partial`` (0600, synced); returns its size.
 
         The last stage writes the file itself (pg_dump's stdout, the compressor's stdout, or
@@ -268,16 +272,63 @@ class BackupStore:
         The sha256 is taken by ``_check_written`` on the re-read that verifies the file
         anyway. Whichever side fails first makes the other stop: a full disk kills the
         compressor, the dump tool then dies of EPIPE.
+
+        With ``follow`` (a PostgreSQL custom archive) pg_restore reads the file to its end
+        while it is written (see ``_read_while_written``); its verdict is raised after the
+        writer's own error, if any.
         """
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as sink:
-            if compression.enabled:
-                self._write_compressed(sink, writer, compression)
-            else:
-                writer(sink)
-                sink.flush()
-            os.fsync(sink.fileno())
-            return os.fstat(sink.fileno()).st_size
+        written = threading.Event()
+        follower = Background(self._read_while_written, partial, written) if follow else None
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                if compression.enabled:
+                    self._write_compressed(sink, writer, compression)
+                else:
+                    writer(sink)
+                    sink.flush()
+                os.fsync(sink.fileno())
+                size = os.fstat(sink.fileno()).st_size
+        finally:
+            written.set()
+            if follower is not None:
+                follower.join()
+        if follower is not None and follower.error is not None:
+            raise follower.error
+        return size
+
+    def _read_while_written(self, path, written):
+        """Feed ``path`` to ``pg_restore --file=/dev/null`` as pg_dump appends to it, to the
+        end once ``written`` is set: the completeness read of a custom archive (see
+        ``_read_pg_archive``) overlaps the dump instead of following it. pg_dump only appends,
+        except for rewriting its table of contents in place at the end (same length; only
+        the data offsets change, which a reader of a stream does not use)."""
+        argv = [find_tool(["pg_restore"], "pg_restore (postgresql-client) checks PostgreSQL "
+                          "archives"), "--format=custom", "--file=" + os.devnull]
+        read_fd, write_fd = os.pipe()
+        reader = Background(self._read_to_devnull_from, argv, read_fd)
+        try:
+            with open(path, "rb") as source, os.fdopen(write_fd, "wb") as target:
+                while True:
+                    done = written.is_set()  # before the read: a last read after it
+                    chunk = source.read(CHUNK)
+                    if chunk:
+                        target.write(chunk)
+                    elif done:
+                        break
+                    else:
+                        time.sleep(0.02)
+        except BrokenPipeError:
+            pass  # pg_restore stopped early: its own error says why
+        finally:
+            reader.join()
+        if reader.error is not None:
+            raise BackupError("%s is not a complete PostgreSQL custom archive: %s"
+                              % (os.path.basename(path), _reason(reader.error)))
+
+    def _read_to_devnull_from(self, argv, read_fd):
+        with os.fdopen(read_fd, "rb") as source, open(os.devnull, "wb") as devnull:
+            self.runner.pipeline([argv], stdin=source, stdout=devnull)
 
     def _write_compressed(self, sink, writer, compression):
         dump_read, dump_write = os.pipe()
@@ -306,22 +357,23 @@ class BackupStore:
         with os.fdopen(read_fd, "rb") as source, os.fdopen(write_fd, "wb") as target:
             self.runner.pipeline([argv], stdin=source, stdout=target)
 
-    def _check_written(self, path, size, compression, fmt):
-        """Re-read what is on disk: size and stream must hold; returns the file's sha256."""
+    def _check_written(self, path, size, compression, fmt, read=False):
+        """Re-read what is on disk: size and stream must hold; returns the file's sha256.
+        ``read``: the archive was already read to its end while it was written."""
         actual_size = os.path.getsize(path)
         if actual_size != size:
             raise BackupError("%s has %d bytes on disk but %d were written"
                               % (path, actual_size, size))
-        sha256, test_error = self._hash_and_test(path, compression, fmt)
+        sha256, test_error = self._hash_and_test(path, compression, fmt, read=read)
         if test_error is not None:
             raise test_error
         return sha256
 
-    def _hash_and_test(self, path, compression, fmt):
+    def _hash_and_test(self, path, compression, fmt, read=False):
         """(sha256 of ``path``, the stream test's error or None): the decompress test runs in
         another process while this one hashes, so a check costs the longer of the two, not
-        their sum."""
-        test = Background(self._test_stream, path, compression, fmt)
+        their sum. ``read``: skip the completeness read of a pg archive (done already)."""
+        test = Background(self._test_stream, path, compression, fmt, read)
         try:
             sha256 = _sha256_file(path)
         finally:
@@ -353,7 +405,7 @@ class BackupStore:
                  for name in names]
         return files, test.error
 
-    def _test_stream(self, path, compression, fmt):
+    def _test_stream(self, path, compression, fmt, read=False):
         trailer = _TRAILERS.get(fmt)
         if compression.enabled:
             tail = self._decompressed_tail(path, compression, bool(trailer))
@@ -367,7 +419,8 @@ class BackupStore:
                     raise BackupError("%s does not start like a %s dump"
                                       % (os.path.basename(path), fmt))
         if fmt == "custom":
-            self._read_pg_archive(path, fmt)
+            if not read:
+                self._read_pg_archive(path, fmt)
         elif trailer:
             with open(path, "rb") as handle:
                 handle.seek(max(0, os.path.getsize(path) - _TAIL_BYTES))
