@@ -8,7 +8,8 @@ then measures, interleaved in one run, ``--repeat`` pairs of
 
 * ours: ``BackupStore.write()`` + ``BackupStore.restore()`` (the code ``db_backup`` runs,
   including its verification: re-read + sha256 + decompress/format test on write, and the
-  full verify again before a restore), and
+  verify again before a restore: full, or size + sha256 for a custom archive restored in one
+  stream), and
 * raw: the same dump/restore tools with the same format and compression, by hand with shell
   pipes, with the same durability and atomicity as ours: the dump file is fsynced (``sync
   FILE``, timed on its own so the ratio without it can be given too) and a single-stream
@@ -347,7 +348,7 @@ class Bench:
                 store = BackupStore(directory, self.runner)
                 t_dump, manifest = timed(store.write, "bench", engine, fmt=fmt,
                                          compression=compression, jobs=jobs)
-                # The verification on its own (what restore repeats before touching the db).
+                # The full verification on its own (state=verify), not part of the restore.
                 t_verify, _ = timed(store.verify, manifest["path"], engine)
                 t_restore, _ = timed(store.restore, manifest["path"], engine, jobs=jobs)
                 self.manifest = manifest
@@ -623,6 +624,12 @@ def main():
     parser.add_argument("--target", type=float, default=1.05, help="ours/raw ratio target")
     parser.add_argument("--speedup-target", type=float, default=1.6,
                         help="parallel vs single-stream speedup target")
+    add_common_arguments(parser)
+    print_report(parser.parse_args(), measure, render)
+
+
+def add_common_arguments(parser):
+    """The options every backup benchmark shares: where files and results go, the servers."""
     parser.add_argument("--workdir", default=None, help="where backup files go (default: tmp)")
     parser.add_argument("--json", help="write the measurements here (after every repetition)")
     parser.add_argument("--render", metavar="JSON",
@@ -636,13 +643,15 @@ def main():
     parser.add_argument("--my-port", type=int, default=3306)
     parser.add_argument("--my-user", default="root")
     parser.add_argument("--my-password", default=os.environ.get("MYSQL_PWD"))
-    args = parser.parse_args()
 
+
+def print_report(args, measure_with, render_with):
+    """Measure (or, with --render, read a --json file), print the Markdown, --markdown it."""
     if args.render:
         with open(args.render) as handle:
-            text = render(json.load(handle))
+            text = render_with(json.load(handle))
     else:
-        text = render(measure(args))
+        text = render_with(measure_with(args))
     print(text, flush=True)
     if args.markdown:
         with open(args.markdown, "w") as handle:

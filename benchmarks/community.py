@@ -52,7 +52,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from backup import (  # noqa: E402  (the generator and helpers backup.py's run uses)
-    MB, REPO, Bench, Mariadb, Postgres, load_average, log, tool_versions, write_json)
+    MB, REPO, Bench, Mariadb, Postgres, add_common_arguments, load_average, log, print_report,
+    tool_versions, write_json)
 from paired import rotated, table  # noqa: E402
 
 REQUIREMENTS = os.path.join(REPO, "requirements", "bench-community.txt")
@@ -524,29 +525,8 @@ def main():
     parser.add_argument("--engines", default="postgresql,mysql")
     parser.add_argument("--venv", default=DEFAULT_VENV,
                         help="the throw-away venv with the ansible package (default %(default)s)")
-    parser.add_argument("--workdir", default=None, help="where backup files go (default: tmp)")
-    parser.add_argument("--json", help="write the measurements here (after every pair)")
-    parser.add_argument("--render", metavar="JSON",
-                        help="run nothing: turn a --json file into the Markdown tables")
-    parser.add_argument("--markdown", help="also write the Markdown tables to this file")
-    parser.add_argument("--pg-host", default="127.0.0.1")
-    parser.add_argument("--pg-port", type=int, default=5432)
-    parser.add_argument("--pg-user", default="postgres")
-    parser.add_argument("--pg-password", default=os.environ.get("PGPASSWORD"))
-    parser.add_argument("--my-host", default="127.0.0.1")
-    parser.add_argument("--my-port", type=int, default=3306)
-    parser.add_argument("--my-user", default="root")
-    parser.add_argument("--my-password", default=os.environ.get("MYSQL_PWD"))
-    args = parser.parse_args()
-    if args.render:
-        with open(args.render) as handle:
-            text = render(json.load(handle))
-    else:
-        text = render(measure(args))
-    print(text, flush=True)
-    if args.markdown:
-        with open(args.markdown, "w") as handle:
-            handle.write(text + "\n")
+    add_common_arguments(parser)
+    print_report(parser.parse_args(), measure, render)
 
 
 if __name__ == "__main__":
