@@ -658,21 +658,33 @@ def print_report(args, measure_with, render_with):
             handle.write(text + "\n")
 
 
-def measure(args):
-    arguments = {key: value for key, value in vars(args).items() if "password" not in key}
-    data = {"args": arguments, "outcomes": [], "meta": {
-        "command": " ".join(["benchmarks/backup.py"] + sys.argv[1:]),
-        "platform": platform.platform(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "load_at_start": load_average(),
-        "started": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}}
-    started = time.time()
+class Results:
+    """A run's JSON: its arguments (no passwords), the machine, and the outcomes so far,
+    rewritten to ``--json`` every time ``publish`` adds or updates one."""
 
-    def publish(outcome):
-        if not any(known is outcome for known in data["outcomes"]):
-            data["outcomes"].append(outcome)
-        data["meta"]["wall_s"] = time.time() - started
-        if args.json:
-            write_json(args.json, data)
+    def __init__(self, args, script, **meta):
+        self.args = args
+        self.started = time.time()
+        self.data = {"args": {key: value for key, value in vars(args).items()
+                              if "password" not in key},
+                     "outcomes": [], "meta": dict({
+                         "command": " ".join([script] + sys.argv[1:]),
+                         "platform": platform.platform(), "cpus": os.cpu_count(),
+                         "python": platform.python_version(), "load_at_start": load_average(),
+                         "started": datetime.datetime.now(datetime.timezone.utc).strftime(
+                             "%Y-%m-%dT%H:%M:%SZ")}, **meta)}
+
+    def publish(self, outcome):
+        if not any(known is outcome for known in self.data["outcomes"]):
+            self.data["outcomes"].append(outcome)
+        self.data["meta"]["wall_s"] = time.time() - self.started
+        if self.args.json:
+            write_json(self.args.json, self.data)
+
+
+def measure(args):
+    results = Results(args, "benchmarks/backup.py")
+    data, started, publish = results.data, results.started, results.publish
 
     work = tempfile.mkdtemp(prefix="dbsafe-bench-", dir=args.workdir)
     try:

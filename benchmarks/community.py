@@ -41,7 +41,6 @@ import datetime
 import hashlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -52,8 +51,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from backup import (  # noqa: E402  (the generator and helpers backup.py's run uses)
-    MB, REPO, Bench, Mariadb, Postgres, add_common_arguments, load_average, log, print_report,
-    tool_versions, write_json)
+    MB, REPO, Bench, Mariadb, Postgres, Results, add_common_arguments, load_average, log,
+    print_report, tool_versions, write_json)
 from paired import rotated, table  # noqa: E402
 
 REQUIREMENTS = os.path.join(REPO, "requirements", "bench-community.txt")
@@ -90,11 +89,12 @@ ONLY_OURS = {
     "postgresql": [
         "dump written to `<name>.partial`, fsynced, renamed only after checks, directory fsynced; "
         "0600 file in a 0700 directory",
-        "re-read after the dump: sha256 (for the manifest) while `pg_restore --file=/dev/null` "
-        "reads the archive to its end (a dump cut short is refused even when pg_dump exited 0)",
+        "`pg_restore --file=/dev/null` reads the archive to its end while pg_dump writes it (a "
+        "dump cut short is refused even when pg_dump exited 0; since 1574844, before: after the "
+        "dump), then sha256 for the manifest",
         "JSON manifest (size, sha256, engine, database, tool versions), fsynced",
-        "restore: the same checks again (size, sha256, archive read to its end) before the "
-        "database is touched; a damaged or foreign backup is refused",
+        "restore: size and sha256 again (since 10ed127; before: also the archive read to its "
+        "end) before the database is touched; a damaged or foreign backup is refused",
         "restore empties the whole schema (also objects that are not in the archive) and loads "
         "in ONE transaction (`pg_restore --file=- | psql`, COMMIT only when the script arrived "
         "complete): a failure changes nothing",
@@ -481,23 +481,9 @@ def measure(args):
     changed = git("status", "--porcelain", "--", "plugins").splitlines()
     if changed:
         commit += " + uncommitted changes in: " + ", ".join(line[3:] for line in changed)
-    data = {"args": {key: value for key, value in vars(args).items() if "password" not in key},
-            "outcomes": [], "meta": {
-                "command": " ".join(["benchmarks/community.py"] + sys.argv[1:]),
-                "platform": platform.platform(), "cpus": os.cpu_count(),
-                "python": platform.python_version(), "load_at_start": load_average(),
-                "commit": commit, "venv": facts,
-                "started": datetime.datetime.now(datetime.timezone.utc).strftime(
-                    "%Y-%m-%dT%H:%M:%SZ")}}
+    results = Results(args, "benchmarks/community.py", commit=commit, venv=facts)
+    data, started, publish = results.data, results.started, results.publish
     log("load average at start: %s" % data["meta"]["load_at_start"])
-    started = time.time()
-
-    def publish(outcome):
-        if not any(known is outcome for known in data["outcomes"]):
-            data["outcomes"].append(outcome)
-        data["meta"]["wall_s"] = time.time() - started
-        if args.json:
-            write_json(args.json, data)
 
     work = tempfile.mkdtemp(prefix="dbsafe-community-", dir=args.workdir)
     try:
