@@ -467,45 +467,15 @@ def gather(request, connection, entry, timings):
     timings["plan"] = round(time.time() - started, 4)
     if request.get("pending", True):
         started = time.time()
-        facts.update(pending_facts(loader))
+        # Computed afresh after a migrate too: the models are the live classes, and code the
+        # migration ran (RunPython) may have changed them (R1 fault 6).
+        try:
+            facts["pending_changes"] = pending_changes(loader)
+        except Exception as error:  # a conflicting graph cannot be autodetected
+            facts["pending_changes"] = {}
+            facts["pending_changes_error"] = "%s: %s" % (error.__class__.__name__, error)
         timings["pending_changes"] = round(time.time() - started, 4)
     return facts
-
-
-# What a session computed once and may answer again: its code does not change under it.
-_SESSION_CACHE = {}
-
-
-def pending_facts(loader):
-    """``pending_changes`` (and ``pending_changes_error``). They depend on the models and the
-    migration files only, not on what is applied, so a session answers the facts after a
-    migrate from the ones before it (same process, same loaded models) when the files on
-    disk are the same ones (by name, size and mtime)."""
-    files = migration_files(loader)
-    cached = _SESSION_CACHE.get("pending")
-    if cached is not None and cached[0] == files:
-        return dict(cached[1])
-    try:
-        answer = {"pending_changes": pending_changes(loader)}
-    except Exception as error:  # a conflicting graph cannot be autodetected
-        answer = {"pending_changes": {},
-                  "pending_changes_error": "%s: %s" % (error.__class__.__name__, error)}
-    _SESSION_CACHE["pending"] = (files, answer)
-    return dict(answer)
-
-
-def migration_files(loader):
-    """(name, size, mtime) of every migration module's file the loader read."""
-    found = []
-    for key in sorted(loader.disk_migrations):
-        module = sys.modules.get(loader.disk_migrations[key].__module__)
-        path = getattr(module, "__file__", None)
-        try:
-            info = os.stat(path)
-            found.append((path, info.st_size, info.st_mtime_ns))
-        except (OSError, TypeError):
-            found.append((key, None, None))
-    return tuple(found)
 
 
 # "  Applying books.0002_x... OK (0.012s)" as migrate prints it at verbosity 2 (3.2 to 5.2).
