@@ -306,7 +306,7 @@ class BackupStore:
         argv = [find_tool(["pg_restore"], "pg_restore (postgresql-client) checks PostgreSQL "
                           "archives"), "--format=custom", "--file=" + os.devnull]
         read_fd, write_fd = os.pipe()
-        reader = Background(self._read_to_devnull_from, argv, read_fd)
+        reader = Background(self._read_to_devnull, argv, read_fd)
         try:
             with open(path, "rb") as source, os.fdopen(write_fd, "wb") as target:
                 while True:
@@ -325,10 +325,6 @@ class BackupStore:
         if reader.error is not None:
             raise BackupError("%s is not a complete PostgreSQL custom archive: %s"
                               % (os.path.basename(path), _reason(reader.error)))
-
-    def _read_to_devnull_from(self, argv, read_fd):
-        with os.fdopen(read_fd, "rb") as source, open(os.devnull, "wb") as devnull:
-            self.runner.pipeline([argv], stdin=source, stdout=devnull)
 
     def _write_compressed(self, sink, writer, compression):
         dump_read, dump_write = os.pipe()
@@ -354,8 +350,13 @@ class BackupStore:
                 raise error
 
     def _compress(self, argv, read_fd, write_fd):
-        with os.fdopen(read_fd, "rb") as source, os.fdopen(write_fd, "wb") as target:
-            self.runner.pipeline([argv], stdin=source, stdout=target)
+        """``argv`` from ``read_fd`` (None: no input) to ``write_fd``; both are closed."""
+        with os.fdopen(write_fd, "wb") as target:
+            if read_fd is None:
+                self.runner.pipeline([argv], stdout=target)
+                return
+            with os.fdopen(read_fd, "rb") as source:
+                self.runner.pipeline([argv], stdin=source, stdout=target)
 
     def _check_written(self, path, size, compression, fmt, read=False):
         """Re-read what is on disk: size and stream must hold; returns the file's sha256.
@@ -391,7 +392,7 @@ class BackupStore:
             if not stat.S_ISREG(os.lstat(os.path.join(directory, name)).st_mode):
                 raise BackupError("%s in backup %s is not a regular file"
                                   % (name, os.path.basename(directory)))
-        test = Background(self._read_pg_archive if test else _nothing, directory, fmt)
+        test = Background(self._read_pg_archive, directory, fmt) if test else None
         try:
             # The biggest files first, so the workers finish together.
             by_size = sorted(names, key=lambda name: -os.path.getsize(
@@ -400,10 +401,11 @@ class BackupStore:
                 hashed = dict(zip(by_size, pool.map(
                     lambda name: _hash_member(os.path.join(directory, name), sync), by_size)))
         finally:
-            test.join()
+            if test is not None:
+                test.join()
         files = [{"name": name, "size": hashed[name][0], "sha256": hashed[name][1]}
                  for name in names]
-        return files, test.error
+        return files, test.error if test is not None else None
 
     def _test_stream(self, path, compression, fmt, read=False):
         trailer = _TRAILERS.get(fmt)
@@ -503,9 +505,9 @@ class BackupStore:
         shared = [line for line in entries if not _DATA_ENTRY.search(line)]
         return [shared + data[index::_HASH_WORKERS] for index in range(_HASH_WORKERS)]
 
-    def _read_to_devnull(self, argv):
-        with open(os.devnull, "wb") as devnull:
-            self.runner.pipeline([argv], stdout=devnull)
+    def _read_to_devnull(self, argv, read_fd=None):
+        """``argv`` [< the pipe ``read_fd``] > /dev/null (a check that only needs its status)."""
+        self._compress(argv, read_fd, os.open(os.devnull, os.O_WRONLY))
 
     # -- reading --------------------------------------------------------------------------
 
@@ -550,10 +552,10 @@ class BackupStore:
         ``restore_jobs`` (right before a restore with that many jobs): where the restore
         itself refuses a damaged archive without changing anything, and the manifest says the
         archive was read to its end when it was written (``stream_checked``), size and sha256
-        suffice - equal hashes mean the very bytes that passed then. That is a PostgreSQL
-        custom archive restored in one stream (one transaction, COMMIT only after pg_restore
-        read the whole archive; zlib checks every data block). Every other restore gets the
-        full check first.
+        suffice - equal hashes mean the very bytes that passed then. The engine says which
+        restores those are (``restore_is_all_or_nothing``: PostgreSQL's one-stream restore,
+        one transaction that commits only after the whole dump arrived); uncompressed files
+        only. Every other restore gets the full check first.
         """
         data, _manifest_path = self._paths(path)
         if not os.path.lexists(data):
@@ -564,7 +566,7 @@ class BackupStore:
             raise BackupError(
                 "backup %s was taken from a %s database; it cannot be restored into %s"
                 % (manifest["file"], manifest.get("engine"), engine_name), file=manifest["file"])
-        test = not _restore_refuses_damage(manifest, restore_jobs)
+        test = restore_jobs is None or not _sha256_suffices(manifest, engine, restore_jobs)
         if is_directory_backup(manifest):
             self._verify_directory(manifest, test)
         else:
@@ -864,18 +866,14 @@ class BackupStore:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def _restore_refuses_damage(manifest, jobs):
-    """Whether a restore with ``jobs`` of this backup fails on a damaged archive before it
-    changes anything, so that a verified sha256 of an archive checked at write is enough."""
-    return (jobs is not None and int(jobs or 1) <= 1
-            and manifest.get("stream_checked") is True
-            and manifest.get("engine") == "postgresql" and manifest.get("format") == "custom"
+def _sha256_suffices(manifest, engine, jobs):
+    """Before a restore: the stream was tested when written, and the engine's restore of this
+    file itself reads all of it before any change shows (``restore_is_all_or_nothing``)."""
+    return (manifest.get("stream_checked") is True
             and manifest.get("compression", "none") == "none"
-            and not is_directory_backup(manifest))
-
-
-def _nothing(*_args):
-    """The stand-in for a test that is not run."""
+            and not is_directory_backup(manifest)
+            and hasattr(engine, "restore_is_all_or_nothing")
+            and engine.restore_is_all_or_nothing(manifest.get("format"), jobs))
 
 
 def is_directory_backup(manifest):

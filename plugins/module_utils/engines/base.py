@@ -82,6 +82,11 @@ class Engine:
     def is_directory_format(self, fmt):
         return (fmt or self.default_format()) in self.directory_formats
 
+    def restore_is_all_or_nothing(self, fmt, jobs=1):
+        """Whether ``restore`` of an uncompressed ``fmt`` dump with ``jobs`` reads all of it
+        before anything it changed becomes visible, so a damaged dump changes nothing."""
+        return False
+
     def for_database(self, name):
         """The same kind of engine on the same server, for the database ``name``."""
         return type(self)(self.connection.with_name(name), self.runner)

@@ -387,6 +387,10 @@ class PostgresqlEngine(Engine):
         with _open_source(src) as source:
             self._restore_in_one_transaction(producers, source)
 
+    def restore_is_all_or_nothing(self, fmt, jobs=1):
+        # One stream: one transaction, COMMIT only after the whole script arrived (above).
+        return not self.is_directory_format(fmt) and max(1, int(jobs or 1)) == 1
+
     def _restore_in_one_transaction(self, producers, source):
         """Stream the SQL script into psql inside BEGIN ... COMMIT.
 
