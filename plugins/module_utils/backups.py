@@ -42,16 +42,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ansible_collections.dbsafe.django.plugins.module_utils.compression import Compression
-from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
-    Background,
-    find_tool,
-)
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import find_tool
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     CommandError,
     DbsafeError,
     RestoreFailed,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
 from ansible_collections.dbsafe.django.plugins.module_utils.runner import Runner
 
 FORMAT_VERSION = 1

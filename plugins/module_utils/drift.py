@@ -31,6 +31,7 @@ import signal
 import tempfile
 import time
 
+from ansible_collections.dbsafe.django.plugins.module_utils import processes
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
@@ -48,8 +49,6 @@ SCRATCH_MARK = "_drift_"
 # Identifier limits: PostgreSQL 63 bytes (names are ASCII here), MySQL/MariaDB 64 characters.
 NAME_LIMITS = {"postgresql": 63, "mysql": 64}
 INTERRUPT_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP")
-# How long an interrupted run waits for the project's interpreter to stop before SIGKILL.
-CHILD_GRACE = 5.0
 # How long a drop retries while the server still sees the interpreter's sessions.
 DROP_PATIENCE = 15.0
 
@@ -264,57 +263,6 @@ def is_permission_error(text):
     return bool(_PERMISSION.search(text or ""))
 
 
-def child_pids(parent, proc="/proc"):
-    """The pids whose parent is ``parent`` (Linux /proc; empty elsewhere)."""
-    pids = []
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return pids
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(os.path.join(proc, entry, "stat")) as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 1 and fields[1] == str(parent):
-            pids.append(int(entry))
-    return sorted(pids)
-
-
-def terminate_children(grace=CHILD_GRACE):
-    """Stop the commands this process started (the project's interpreter, a client): an
-    interrupted ``run_command`` leaves its child running, holding a session on the scratch."""
-    pids = child_pids(os.getpid())
-    for pid in pids:
-        _kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while pids and time.monotonic() < deadline:
-        pids = [pid for pid in pids if not _reaped(pid)]
-        if pids:
-            time.sleep(0.05)
-    for pid in pids:
-        _kill(pid, signal.SIGKILL)
-        _reaped(pid, block=True)
-
-
-def _kill(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except OSError:
-        pass
-
-
-def _reaped(pid, block=False):
-    try:
-        done, _status = os.waitpid(pid, 0 if block else os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return done == pid
-
-
 # -- the scratch database -----------------------------------------------------------------------
 
 class ScratchDatabase:
@@ -398,7 +346,7 @@ class ScratchDatabase:
         self._deferring = True
         try:
             if self.interrupted is not None:
-                terminate_children()
+                processes.terminate_children()
             if self.may_exist:
                 self._drop()
         finally:

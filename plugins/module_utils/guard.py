@@ -21,13 +21,13 @@ from ansible_collections.dbsafe.django.plugins.module_utils import run_marker, s
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
-from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import Background
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     DbsafeError,
     MigrationFailed,
     PreflightRefused,
     RestoreFailed,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
 
 

@@ -1,24 +1,26 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbsafe.django contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The one place external commands run.
+"""The process layer: the one place external commands start.
 
 Every command is a list (never a shell string), runs with ``LC_ALL=C`` so tools' messages are
 parseable, and secrets travel in the environment or on stdin, never in argv. ``run`` goes
-through ``module.run_command``. ``pipeline`` exists because a dump must stream straight into
-compression and a file: ``run_command`` buffers all output in memory, which a multi-gigabyte
-dump cannot afford.
+through ``module.run_command``. The rest start their children through ``processes.start``:
+``pipeline`` because a dump must stream straight into compression and a file (``run_command``
+buffers all output in memory, which a multi-gigabyte dump cannot afford), ``session`` and
+``spawn`` because ``run_command`` waits for the end of a process that must stay alive.
+Every child is tracked while it runs (``processes.terminate_children``).
 """
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import collections
+import inspect
 import os
 import subprocess
-import threading
 
+from ansible_collections.dbsafe.django.plugins.module_utils import processes
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import CommandError
 
 # The signals a killed tool usually died of, named in messages ("killed by SIGKILL").
@@ -52,14 +54,24 @@ class Runner:
     """Runs commands for one module call.
 
     ``run_command`` has the signature of ``AnsibleModule.run_command``; pass
-    ``module.run_command``. ``prefix`` (e.g. ``['docker', 'compose', 'exec', '-T', 'web']``)
-    is put before commands that must run where the project lives.
+    ``module.run_command``. ``env`` is added to every command's environment (on top of
+    ``LC_ALL=C``).
     """
 
     def __init__(self, run_command, env=None):
         self._run_command = run_command
+        # AnsibleModule.run_command hands over its child, so an interrupted module can stop
+        # it; a stand-in without that argument (tests) runs its commands untracked.
+        self._hands_over_child = _has_parameter(run_command, "before_communicate_callback")
         self.env = dict(BASE_ENV)
         self.env.update(env or {})
+
+    def _environ(self, env=None):
+        """The environment of a child started here rather than by ``run_command``."""
+        environ = dict(os.environ)
+        environ.update(self.env)
+        environ.update(env or {})
+        return environ
 
     def run(self, argv, env=None, data=None, check=True, cwd=None, binary_data=False):
         """Run ``argv`` to completion and return a CommandResult.
@@ -69,6 +81,14 @@ class Runner:
         argv = [str(a) for a in argv]
         environ = dict(self.env)
         environ.update(env or {})
+        started = []
+
+        def track(proc):
+            processes.track(proc)
+            started.append(proc)
+
+        extra = {"before_communicate_callback": track} if self._hands_over_child else {}
+
         try:
             rc, out, err = self._run_command(
                 argv,
@@ -77,9 +97,14 @@ class Runner:
                 binary_data=binary_data,
                 cwd=cwd,
                 check_rc=False,
+                **extra
             )
         except (OSError, ValueError) as error:
             raise CommandError("cannot run %s: %s" % (argv[0], error), argv=argv)
+        # Only once it returned: a child left behind by an interruption (a signal raised
+        # inside run_command) stays tracked, for processes.terminate_children.
+        for proc in started:
+            processes.untrack(proc)
         result = CommandResult(argv, rc, out, err)
         if check and rc != 0:
             raise CommandError(
@@ -90,9 +115,13 @@ class Runner:
 
     def session(self, argv, cwd=None):
         """Start ``argv`` as a Session (see there) with this runner's environment."""
-        environ = dict(os.environ)
-        environ.update(self.env)
-        return Session(argv, environ, cwd=cwd)
+        return Session(argv, self._environ(), cwd=cwd)
+
+    def spawn(self, argv, env=None):
+        """Start a long-lived interactive client (the engines' lock holders): binary pipes
+        on stdin, stdout and stderr; the caller drains stderr and ends the process."""
+        return processes.start(argv, self._environ(env), stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def pipeline(self, stages, stdin=None, stdout=None, env=None):
         """Stream data through ``stages`` (a list of argv lists), like ``a | b | c``.
@@ -102,69 +131,64 @@ class Runner:
         must never look like success because gzip exited 0). Returns the captured stdout
         when ``stdout`` is None.
         """
-        environ = dict(os.environ)
-        environ.update(self.env)
-        environ.update(env or {})
+        environ = self._environ(env)
         procs = []
-        errors = []
         previous = stdin
         try:
             for index, argv in enumerate(stages):
-                argv = [str(a) for a in argv]
                 last = index == len(stages) - 1
-                try:
-                    proc = subprocess.Popen(
-                        argv,
-                        stdin=previous if previous is not None else subprocess.DEVNULL,
-                        stdout=(stdout if (last and stdout is not None) else subprocess.PIPE),
-                        stderr=subprocess.PIPE,
-                        env=environ,
-                        close_fds=True,
-                    )
-                except OSError as error:
-                    raise CommandError("cannot run %s: %s" % (argv[0], error), argv=argv)
+                proc = processes.start(
+                    argv, environ,
+                    stdin=previous if previous is not None else subprocess.DEVNULL,
+                    stdout=(stdout if (last and stdout is not None) else subprocess.PIPE),
+                    stderr=subprocess.PIPE)
                 if procs:
                     # Let the previous stage get SIGPIPE if this one exits early.
                     procs[-1][1].stdout.close()
-                procs.append((argv, proc))
+                # stderr is drained concurrently or a chatty tool can block the pipeline.
+                procs.append(([str(a) for a in argv], proc,
+                              processes.StderrCollector(proc.stderr)))
                 previous = proc.stdout
-            # stderr must be drained concurrently or a chatty tool can block the pipeline.
-            stderr_data = {}
-            threads = []
-            for argv, proc in procs:
-                thread = threading.Thread(target=_drain, args=(proc.stderr, stderr_data, id(proc)))
-                thread.daemon = True
-                thread.start()
-                threads.append(thread)
             captured = None
             if stdout is None:
                 captured = procs[-1][1].stdout.read()
-            for argv, proc in procs:
+            for argv, proc, errors in procs:
                 proc.wait()
-            for thread in threads:
-                thread.join()
-            for argv, proc in procs:
-                err = stderr_data.get(id(proc), b"").decode("utf-8", "replace")
+            for argv, proc, errors in procs:
                 if proc.returncode != 0:
-                    errors.append((argv, proc.returncode, err))
-            if errors:
-                argv, rc, err = errors[0]
-                raise CommandError(
-                    "%s %s: %s" % (os.path.basename(argv[0]), exit_status(rc), _tail(err)),
-                    argv=argv, rc=rc, stderr=_tail(err, 4000),
-                )
+                    err = errors.join().text()
+                    raise CommandError(
+                        "%s %s: %s" % (os.path.basename(argv[0]), exit_status(proc.returncode),
+                                       _tail(err)),
+                        argv=argv, rc=proc.returncode, stderr=_tail(err, 4000),
+                    )
             return captured
         finally:
-            for argv, proc in procs:
+            for argv, proc, errors in procs:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
+                processes.untrack(proc)
+                errors.join()
+
+    def stream(self, argv, read_fd, write_fd):
+        """``argv`` from the fd ``read_fd`` (None: no input) to the fd ``write_fd``, both
+        closed afterwards: a compressor, or a reader of an archive fed through a pipe."""
+        with os.fdopen(write_fd, "wb") as target:
+            if read_fd is None:
+                self.pipeline([argv], stdout=target)
+                return
+            with os.fdopen(read_fd, "rb") as source:
+                self.pipeline([argv], stdin=source, stdout=target)
+
+    def read_through(self, argv, read_fd=None):
+        """``argv`` [< the fd ``read_fd``] > /dev/null: a check that only needs its status."""
+        self.stream(argv, read_fd, os.open(os.devnull, os.O_WRONLY))
 
 
 class Session:
     """A process that answers several requests on stdin/stdout, one after another.
 
-    The one exception to "every command through ``run_command``" besides ``pipeline``:
     ``run_command`` waits for the process to end, and the guarded migrate must keep ONE
     launch of the project's interpreter alive across its steps (facts, then lock and backup
     in the module, then migrate), because booting Django is the expensive part. Requests and
@@ -174,18 +198,10 @@ class Session:
 
     def __init__(self, argv, env, cwd=None):
         self.argv = [str(a) for a in argv]
-        self._stderr = collections.deque(maxlen=200)  # the tail is enough for a message
-        try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, env=env, cwd=cwd, close_fds=True,
-                encoding="utf-8", errors="replace", bufsize=1,
-            )
-        except OSError as error:
-            raise CommandError("cannot run %s: %s" % (self.argv[0], error), argv=self.argv)
-        self._thread = threading.Thread(target=_collect, args=(self.proc.stderr, self._stderr))
-        self._thread.daemon = True
-        self._thread.start()
+        self.proc = processes.start(
+            self.argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, cwd=cwd, encoding="utf-8", errors="replace", bufsize=1)
+        self._stderr = processes.StderrCollector(self.proc.stderr, limit=200)
 
     def ask(self, data, answer_prefix):
         """Send ``data``; read stdout up to the first line starting with ``answer_prefix``.
@@ -203,12 +219,12 @@ class Session:
             line = self.proc.stdout.readline()
             if not line:
                 self.proc.wait()
-                self._thread.join(5)
+                self._stderr.join(5)
                 break
             lines.append(line)
             if line.startswith(answer_prefix):
                 break
-        return CommandResult(self.argv, self.proc.poll(), "".join(lines), "".join(self._stderr))
+        return CommandResult(self.argv, self.proc.poll(), "".join(lines), self._stderr.text())
 
     def close(self, timeout=60):
         """End of input: the process finishes; killed if it does not within ``timeout``."""
@@ -221,20 +237,17 @@ class Session:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self._thread.join(5)
+        processes.untrack(self.proc)
+        self._stderr.join(5)
         self.proc.stdout.close()
         return self.proc.returncode
 
 
-def _collect(stream, sink):
-    for line in iter(stream.readline, ""):
-        sink.append(line)
-    stream.close()
-
-
-def _drain(stream, sink, key):
-    sink[key] = stream.read()
-    stream.close()
+def _has_parameter(function, name):
+    try:
+        return name in inspect.signature(function).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _tail(text, limit=600):

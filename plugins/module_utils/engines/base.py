@@ -23,13 +23,15 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
-import threading
 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
     EngineError,
+)
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import (
+    StderrCollector,
+    untrack,
 )
 
 DEFAULT_LOCK_NAME = "dbsafe-migrate"
@@ -139,7 +141,7 @@ class Engine:
         raise NotImplementedError
 
 
-# -- tools and processes ----------------------------------------------------------------------
+# -- tools and clients ----------------------------------------------------------------------
 
 def find_tool(names, purpose):
     """The path of the first of ``names`` on PATH, or a clear EngineError."""
@@ -164,54 +166,12 @@ def version_tuple(text):
     return tuple(int(part) for part in version.split(".")) if version else ()
 
 
-def spawn(runner, argv, env=None):
-    """Start a long-lived interactive client (the lock holders) with the Runner's environment.
-
-    The Runner has no call for a process that outlives one command, so this mirrors
-    ``Runner.pipeline``'s environment handling: its env, argv as a list, no inherited fds.
-    """
-    environ = dict(os.environ)
-    environ.update(runner.env)
-    environ.update(env or {})
-    argv = [str(arg) for arg in argv]
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=environ,
-            close_fds=True,
-        )
-    except OSError as error:
-        raise EngineError("cannot run %s: %s" % (argv[0], error))
-
-
-class StderrCollector:
-    """Drains a process's stderr in the background so a chatty client never blocks."""
-
-    def __init__(self, stream):
-        self._chunks = []
-        self._thread = threading.Thread(target=self._drain, args=(stream,))
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _drain(self, stream):
-        for line in iter(stream.readline, b""):
-            self._chunks.append(line)
-        stream.close()
-
-    def text(self, wait=1.0):
-        self._thread.join(wait)
-        return b"".join(self._chunks).decode("utf-8", "replace").strip()
-
-
 class ClientSession:
     """A long-lived interactive client (the lock holders): one query in, one line out.
 
-    A subclass starts ``self.proc`` with ``spawn`` and ``self.stderr`` with a StderrCollector,
-    and sets ``tool``, the client named when it exits, and ``close_wait``, the seconds ``close``
-    waits for the client to end before killing it.
+    A subclass starts its client with ``start`` and sets ``tool``, the client named when it
+    exits, and ``close_wait``, the seconds ``close`` waits for the client to end before killing
+    it.
     """
 
     tool = "client"
@@ -221,6 +181,13 @@ class ClientSession:
         self.engine = engine
         self.proc = None
         self.stderr = None
+
+    def start(self, argv, env=None):
+        try:
+            self.proc = self.engine.runner.spawn(argv, env)
+        except CommandError as error:
+            raise EngineError(error.msg)
+        self.stderr = StderrCollector(self.proc.stderr)
 
     def query(self, sql, check=True):
         """Send ``sql`` as one line and return the one line that comes back (see ``text``).
@@ -233,7 +200,7 @@ class ClientSession:
                 return None
             self.proc.wait()
             error = CommandError("%s exited with %s" % (self.tool, self.proc.returncode),
-                                 stderr=self.stderr.text())
+                                 stderr=self.stderr.join(1.0).text().strip())
             raise self.engine.error(error, "taking the lock")
         return self.text(line)
 
@@ -260,28 +227,8 @@ class ClientSession:
         except Exception:
             self.proc.kill()
             self.proc.wait()
+        untrack(self.proc)
         self.proc.stdout.close()
-
-
-class Background:
-    """Runs ``target(*args)`` in a thread, keeping its result or exception for ``join``."""
-
-    def __init__(self, target, *args):
-        self.result = None
-        self.error = None
-        self._thread = threading.Thread(target=self._run, args=(target, args))
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _run(self, target, args):
-        try:
-            self.result = target(*args)
-        except BaseException as error:  # noqa: B902 - handed to the joining thread
-            self.error = error
-
-    def join(self):
-        self._thread.join()
-        return self
 
 
 class PrivateDir:

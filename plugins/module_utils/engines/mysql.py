@@ -27,7 +27,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     ClientSession,
     Engine,
     PrivateDir,
-    StderrCollector,
     column_entry,
     find_tool,
     holder_identity,
@@ -35,7 +34,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     make_snapshot,
     new_table_schema,
     normalize_expression,
-    spawn,
     write_private_file,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
@@ -43,6 +41,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     EngineError,
     LockTimeout,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
 
 CLIENT_PACKAGE = "install the MariaDB or MySQL client (Debian/Ubuntu: mariadb-client)"
 CLIENT_NAMES = ("mariadb", "mysql")
@@ -450,8 +449,7 @@ class _ClientSession(ClientSession):
         self._stop = threading.Event()
         self._naming = None
         with engine.option_file() as option_file:
-            self.proc = spawn(engine.runner, engine.client_argv(option_file, True, "--unbuffered"))
-            self.stderr = StderrCollector(self.proc.stderr)
+            self.start(engine.client_argv(option_file, True, "--unbuffered"))
             # The option file may go once the client has connected.
             self.query("SELECT 1;")
 
@@ -465,9 +463,7 @@ class _ClientSession(ClientSession):
             while not self._stop.is_set():
                 if self.query(sql, check=False) is None:
                     return
-        self._naming = threading.Thread(target=loop)
-        self._naming.daemon = True
-        self._naming.start()
+        self._naming = Background(loop)
 
     def stop_naming(self):
         self._stop.set()

@@ -21,10 +21,8 @@ import time
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
     DEFAULT_LOCK_NAME,
     MIGRATIONS_TABLE,
-    Background,
     ClientSession,
     Engine,
-    StderrCollector,
     column_entry,
     find_tool,
     holder_identity,
@@ -33,7 +31,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     new_table_schema,
     normalize_expression,
     parse_version,
-    spawn,
     split_type,
     version_tuple,
 )
@@ -42,6 +39,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     EngineError,
     LockTimeout,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
 
 CLIENT_PACKAGE = "install the PostgreSQL client tools (Debian/Ubuntu: postgresql-client)"
 MAINTENANCE_DATABASE = "postgres"
@@ -545,9 +543,7 @@ class _PsqlSession(ClientSession):
 
     def __init__(self, engine, application_name):
         super(_PsqlSession, self).__init__(engine)
-        self.proc = spawn(engine.runner, engine.psql_argv(),
-                          env=engine.env(application_name=application_name))
-        self.stderr = StderrCollector(self.proc.stderr)
+        self.start(engine.psql_argv(), env=engine.env(application_name=application_name))
 
     def text(self, line):
         return line.decode("utf-8").strip()

@@ -142,15 +142,6 @@ def test_permission_errors_are_recognised(text):
     assert not drift.is_permission_error('ERROR:  database "x" already exists')
 
 
-def test_child_pids_reads_proc(tmp_path):
-    for pid, ppid in ((10, 1), (11, 10), (12, 10), (13, 11)):
-        (tmp_path / str(pid)).mkdir()
-        (tmp_path / str(pid) / "stat").write_text("%d (py (x)) S %d 1 1\n" % (pid, ppid))
-    (tmp_path / "self").mkdir()
-    assert drift.child_pids(10, proc=str(tmp_path)) == [11, 12]
-    assert drift.child_pids(99, proc=str(tmp_path / "missing")) == []
-
-
 # -- the scratch database on SQLite (a real file, no server needed) ---------------------------
 
 def no_commands(*args, **kwargs):
