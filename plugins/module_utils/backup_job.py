@@ -128,15 +128,22 @@ class BackupJob:
         if self.check_mode:
             return {"changed": True, "backup": public_manifest(manifest),
                     "msg": "would restore %s into %s" % (manifest["file"], engine.describe())}
+        safety = None
         if self.params.get("restore_into") and not engine.database_exists(engine.connection.name):
             engine.create_database(engine.connection.name)
+        elif self.params.get("safety_backup", True):
+            safety = self._safety_backup(engine, label, media)
         store.restore(manifest["path"], engine, jobs=self.params["jobs"], manifest=manifest)
         if media:
             store.restore_media(manifest["media"]["file"], media,
                                 sha256=manifest["media"]["sha256"])
         return {"changed": True, "restored": True, "backup": public_manifest(manifest),
                 "media_restored": media is not None,
-                "msg": "restored %s into %s" % (manifest["file"], engine.describe())}
+                "safety_backup": public_manifest(safety) if safety else None,
+                "msg": "restored %s into %s%s" % (
+                    manifest["file"], engine.describe(),
+                    "; what it overwrote is in the safety backup %s" % safety["path"]
+                    if safety else "")}
 
     def verify(self, engine):
         store = self._store(create=False)
@@ -157,8 +164,17 @@ class BackupJob:
 
     # -- helpers -----------------------------------------------------------------------
 
+    def _safety_backup(self, engine, label, media):
+        """A verified backup of what a restore overwrites (and of the media it replaces),
+        before anything is touched."""
+        compression = self.params["compression"]
+        return self._store().write(
+            label, engine, compression=None if compression == "auto" else compression,
+            migrations=self.applied(), media_root=media)
+
     def _store(self, create=True):
-        directory = self.params["backup_dir"]
+        # A restore or verify of a given src needs no backup_dir: the src's own directory.
+        directory = self.params["backup_dir"] or os.path.dirname(self.params.get("src") or "")
         if not create and not os.path.isdir(directory):
             raise BackupError("backup_dir %s does not exist" % directory)
         if self.check_mode and not os.path.isdir(directory):

@@ -1,12 +1,13 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbsafe.django contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The service window of a guarded migrate that stops and starts the application itself.
+"""The service window: stop, switch the code, (migrate,) start - and put code and service back
+when anything fails. The one implementation for one host (``django_migrate_guarded``'s
+``downtime`` option runs the whole window around the migration in one task) and for fleets
+(``django_service`` takes the other app hosts down and up again around it).
 
-Stop, switch the code, migrate, start: in one module run, so the application is down for the
-work and not for the start-up of four Ansible tasks. On any failure the code goes back and the
-application starts again (the guarded migrate has restored the database by then), except when
-the restore itself failed: the old code must not run on a database in an unknown state.
+The commands get the project's environment (secrets included) as their process environment,
+set here: never on a command line, never through an Ansible task ``environment:``.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,54 +27,128 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
 # The commands, in the order they may run. Each is an argv list; empty means "nothing to do".
 STEPS = ("stop", "code", "code_back", "start")
 
+# The options that describe an application's service window: the argument spec of
+# django_service and the suboptions of django_migrate_guarded's ``downtime``.
+SERVICE_OPTIONS = dict(
+    services=dict(type="list", elements="str", default=[]),
+    stop=dict(type="list", elements="str", default=[]),
+    start=dict(type="list", elements="str", default=[]),
+    status=dict(type="list", elements="str", default=[]),
+    code=dict(type="list", elements="str", default=[]),
+    code_back=dict(type="list", elements="str", default=[]),
+    code_after_migrate=dict(type="bool", default=False),
+    environment=dict(type="dict", default={}),
+)
+
+
+def service_commands(params):
+    """{step: argv} from the options: systemd units (``services``) become systemctl calls,
+    otherwise the ``stop``/``start``/``status`` commands are used as given."""
+    units = list(params.get("services") or [])
+    commands = dict((step, list(params.get(step) or [])) for step in STEPS + ("status",))
+    if units:
+        commands.update(stop=["systemctl", "stop"] + units, start=["systemctl", "start"] + units,
+                        status=["systemctl", "is-active", "--quiet"] + units)
+    return commands
+
 
 class ServiceWindow:
-    """Runs the ``downtime`` option's commands around ``work`` and records what happened."""
+    """Runs a window's commands and records what happened (``report``)."""
 
-    def __init__(self, runner, commands, environment=None, mask=None):
+    def __init__(self, runner, commands, environment=None, mask=None, code_after_migrate=False):
         self.runner = runner
-        self.commands = dict((step, list(commands.get(step) or [])) for step in STEPS)
+        self.commands = dict((step, list(commands.get(step) or []))
+                             for step in STEPS + ("status",))
+        # A rollback: the older code no longer has the migrations to unapply, so it comes
+        # after the migration, and a failure leaves the code as it was.
+        self.code_after_migrate = bool(code_after_migrate)
         self.environment = dict((str(k), str(v)) for k, v in (environment or {}).items())
         for key, value in self.environment.items():
             if mask and value and SECRET_KEY_PATTERN.search(key):
                 mask(value)
-        self.report = {"stopped_at": None, "started_at": None, "seconds": None, "steps": []}
+        self.report = {"stopped_at": None, "started_at": None, "seconds": None,
+                       "left_stopped": False, "steps": []}
+
+    @classmethod
+    def from_params(cls, runner, params, mask=None):
+        return cls(runner, service_commands(params), params.get("environment"), mask=mask,
+                   code_after_migrate=params.get("code_after_migrate"))
 
     def describe(self):
         """What the window would run, for check mode: {step: argv}."""
         return dict((step, argv) for step, argv in self.commands.items() if argv)
 
+    # -- the window around a migration (one host) -------------------------------------------
+
     def around(self, work):
-        """stop -> code -> work() -> start; code_back + start when anything fails."""
+        """stop -> code -> work() -> start (a rollback: stop -> work() -> code -> start);
+        code_back + start when anything fails."""
+        self.down()
+        try:
+            result = work()
+        except RestoreFailed as error:
+            error.details["downtime"] = self._close()
+            self.report["left_stopped"] = True  # on purpose: a fleet's other hosts stay down too
+            error.msg += (" The application was LEFT STOPPED: the database is not in a known "
+                          "state, no code may run on it.")
+            raise
+        except DbsafeError as error:
+            raise self.recover(error, code_changed=not self.code_after_migrate)
+        try:
+            self.up()
+        except ServiceError as error:
+            error.msg = "the migration succeeded and was verified, but " + error.msg
+            raise
+        result["downtime"] = self.report
+        if self.report["steps"]:  # a command ran: the host changed even with nothing to migrate
+            result["changed"] = True
+        return result
+
+    # -- the halves, also on their own (the other hosts of a fleet) -------------------------
+
+    def down(self):
+        """Stop, then (unless the code comes after the migration) switch the code. A failure
+        starts the application again (with the old code) before it is raised."""
         self.report["stopped_at"] = time.time()
         try:
             self._step("stop")
         except ServiceError as error:
             # Half-stopped is worse than running: start again, then say what happened.
-            raise self._recover(error, code_changed=False)
+            raise self.recover(error, code_changed=False)
+        if not self.code_after_migrate:
+            try:
+                self._step("code")
+            except ServiceError as error:
+                raise self.recover(error, code_changed=True)
+        return self.report
+
+    def up(self, code_step=None):
+        """Run ``code_step`` (default: the code when it comes after the migration; "code_back"
+        puts the previous code back after a failed deploy), then start. A start that fails is
+        raised with what was done."""
+        if code_step is None and self.code_after_migrate:
+            code_step = "code"
         try:
-            self._step("code")
-            result = work()
-        except RestoreFailed as error:
-            error.details["downtime"] = self._close()
-            error.msg += (" The application was LEFT STOPPED and the new code in place: the "
-                          "database is not in a known state.")
-            raise
-        except DbsafeError as error:
-            raise self._recover(error, code_changed=True)
-        try:
+            if code_step:
+                self._step(code_step)
             self._step("start")
         except ServiceError as error:
-            error.msg = ("the migration succeeded and was verified, but the application did not "
-                         "start again: %s" % error.msg)
+            error.msg = "the application did not start again: %s" % error.msg
             error.details["downtime"] = self._close()
             raise error
-        result["downtime"] = self._close(started=True)
-        if self.report["steps"]:  # a command ran: the host changed even with nothing to migrate
-            result["changed"] = True
-        return result
+        return self._close(started=True)
 
-    def _recover(self, error, code_changed):
+    def is_running(self):
+        """The status command's answer (rc 0: running); None without a status command."""
+        if not self.commands["status"]:
+            return None
+        try:
+            result = self.runner.run(self.commands["status"], env=self.environment, check=False)
+        except CommandError:
+            return False
+        return result.rc == 0
+
+    def recover(self, error, code_changed):
         """Put the code back and start again; returns ``error`` with what was done added."""
         notes = []
         for step in (("code_back", "start") if code_changed else ("start",)):
@@ -115,5 +190,6 @@ class ServiceWindow:
         now = time.time()
         if started:
             self.report["started_at"] = now
-        self.report["seconds"] = round(now - self.report["stopped_at"], 3)
+        if self.report["stopped_at"] is not None:
+            self.report["seconds"] = round(now - self.report["stopped_at"], 3)
         return self.report

@@ -527,6 +527,32 @@ def migrate(request, connection, entry, timings):
     return {"steps": steps, "error": error, "output": output.getvalue()[-20000:]}
 
 
+def management_command(request, connection, timings):
+    """Run one of the management commands a reset needs (``flush``: every row goes, the
+    schema stays; ``loaddata``: the fixtures) in-process, as manage.py would; never raises:
+    a failure is part of the answer."""
+    import io
+    from django.core.management import call_command
+
+    name = request["command"]
+    if name not in ("flush", "loaddata"):
+        raise IntrospectionError("request", "unknown management command %r" % name)
+    args = list(request.get("args") or [])
+    options = {"database": connection.alias, "verbosity": 1}
+    if name == "flush":
+        options["interactive"] = False
+    output = io.StringIO()
+    started = time.time()
+    error = None
+    try:
+        call_command(name, *args, stdout=output, stderr=output, **options)
+    except BaseException as exc:  # SystemExit (CommandError) included: report it
+        error = {"type": exc.__class__.__name__, "message": str(exc),
+                 "traceback": traceback.format_exc()}
+    timings[name] = round(time.time() - started, 4)
+    return {"command": name, "error": error, "output": output.getvalue()[-20000:]}
+
+
 def apply_database_overrides(request):
     """Merge ``database_overrides`` into the alias's settings before anything connects."""
     overrides = request.get("database_overrides")
@@ -634,6 +660,9 @@ def run(request):
     }
     if request.get("action") == "migrate_to_set":
         result["migrate_to_set"] = migrate_to_set(request, connection, entry, timings)
+        return result
+    if request.get("action") == "command":
+        result["command"] = management_command(request, connection, timings)
         return result
     if request.get("action") == "migrate":
         result["migrate"] = migrate(request, connection, entry, timings)

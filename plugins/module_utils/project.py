@@ -255,6 +255,12 @@ class ProjectSession:
     def migrate(self, database="default", target=None, fake=False, fake_initial=False):
         return self.call(migrate_request(database, target, fake, fake_initial))
 
+    def command(self, name, args=(), database="default"):
+        """``flush`` or ``loaddata`` in the project; the answer's ``command`` has ``error``
+        (None when it succeeded) and ``output``."""
+        return self.call({"action": "command", "command": name, "args": list(args),
+                          "database": database, "pending": False})
+
 
 def facts_request(database="default", apps=None, target=None, sql=False, pending=True):
     request = {"action": "facts", "database": database, "apps": apps or [],

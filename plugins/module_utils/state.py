@@ -1,20 +1,29 @@
 # -*- coding: utf-8 -*-
 # Copyright: dbsafe.django contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Pure functions over what the introspection returned. No I/O: unit-tested without Django."""
+"""Pure functions over what the introspection returned. No I/O (but the machine's name for an
+SQLite database's key): unit-tested without Django."""
 
 from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import socket
+
 # Operations that destroy data when they run forwards.
 LOSSY_FORWARD_OPERATIONS = ("RemoveField", "DeleteModel")
 
 
-def public_database(database):
-    """The database entry of a result, without the password."""
+def public_database(database, hostname=None):
+    """The database entry of a result, without the password, and its ``key``: equal for two
+    hosts exactly when they use the same database (an SQLite file is its machine's own)."""
     keys = ("alias", "vendor", "vendor_flavour", "ENGINE", "NAME", "HOST", "PORT", "USER")
     public = dict((key.lower(), database.get(key)) for key in keys if key in database)
+    if public.get("vendor") == "sqlite":
+        where = [hostname or socket.gethostname(), public.get("name")]
+    else:
+        where = [public.get("host") or "localhost", public.get("port") or "", public.get("name")]
+    public["key"] = "|".join(str(part) for part in [public.get("vendor")] + where)
     return public
 
 
@@ -97,3 +106,34 @@ def irreversible_steps(plan):
 def applied_set(result):
     """The set of 'app.name' the django_migrations table holds."""
     return set(result["facts"]["applied_rows"])
+
+
+def plan_problems(facts, plan, complete=True):
+    """What is wrong with the migration state ``facts`` (as migration_facts returns them, or
+    introspect's) after ``plan`` ran: a step not applied (or a backwards step still applied),
+    with ``complete`` anything left to migrate, model changes without a migration, conflicts.
+    Pure; the deploy's verification on every host and the guard's after its migrate."""
+    applied = set(facts.get("applied_rows") or _applied_names(facts))
+    problems = []
+    for step in plan:
+        if step["backwards"] and step["migration"] in applied:
+            problems.append("%s is still applied" % step["migration"])
+        if not step["backwards"] and step["migration"] not in applied:
+            problems.append("%s was not applied" % step["migration"])
+    # migration_facts gives the plan as names, introspect as steps.
+    names = [n if isinstance(n, str) else plan_names([n])[0] for n in facts.get("plan") or []]
+    left = [n for n in names if not n.startswith("-")] if complete else []
+    if left:
+        problems.append("not applied: %s" % ", ".join(left))
+    pending = facts.get("pending_changes") or {}
+    if pending:
+        problems.append("makemigrations --check is not clean: %s" % "; ".join(
+            "%s: %s" % (app, ", ".join(ops)) for app, ops in sorted(pending.items())))
+    for app, leaves in sorted((facts.get("conflicts") or {}).items()):
+        problems.append("conflicting migrations in %s: %s" % (app, ", ".join(leaves)))
+    return problems
+
+
+def _applied_names(facts):
+    return ["%s.%s" % (app, m["name"]) for app, migrations in facts["apps"].items()
+            for m in migrations if m["applied"]]

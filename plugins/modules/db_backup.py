@@ -57,8 +57,17 @@ options:
   backup_dir:
     description:
       - Directory of the backups, created with mode 0700; backups and manifests are 0600.
+      - Required, except for O(state=restore) and O(state=verify) with O(src), which default
+        to the directory of O(src) (a restore's safety backup goes there too).
     type: path
-    required: true
+  safety_backup:
+    description:
+      - With O(state=restore), first take a verified backup of the database (and, with
+        O(include_media), the media) that the restore overwrites, into O(backup_dir). The
+        result's C(safety_backup) says where it is.
+      - Not taken when O(restore_into) names a database that does not exist yet.
+    type: bool
+    default: true
   src:
     description:
       - The backup to restore or verify (its path). Defaults to the newest backup of this
@@ -198,6 +207,10 @@ pruned:
   returned: when state is dump or pruned
   type: list
   elements: str
+safety_backup:
+  description: The backup of what the restore overwrote (see O(safety_backup)); null when none was taken.
+  returned: when state is restore
+  type: dict
 restored:
   description: Whether a backup was restored.
   returned: when state is restore
@@ -232,7 +245,8 @@ from ansible_collections.dbsafe.django.plugins.module_utils.project import (
 
 BACKUP_OPTIONS = dict(
     state=dict(type="str", choices=["dump", "restore", "verify", "pruned"], default="dump"),
-    backup_dir=dict(type="path", required=True),
+    backup_dir=dict(type="path"),
+    safety_backup=dict(type="bool", default=True),
     src=dict(type="path"),
     label=dict(type="str"),
     format=dict(type="str"),
@@ -264,6 +278,9 @@ def main():
     if module.params["keep"] is not None and module.params["keep"] < 1:
         module.fail_json(msg="keep must be 1 or more (got %d): pruning every backup is never "
                              "what you want" % module.params["keep"])
+    if not module.params["backup_dir"] and not (
+            module.params["state"] in ("restore", "verify") and module.params["src"]):
+        module.fail_json(msg="backup_dir is required (except to restore or verify a given src)")
     if module.params["jobs"] < 1:
         module.fail_json(msg="jobs must be 1 or more")
     runner = runner_for(module)

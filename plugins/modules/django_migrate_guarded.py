@@ -116,6 +116,13 @@ options:
         C(downtime.would_run) lists them).
     type: dict
     suboptions:
+      services:
+        description:
+          - systemd units of the application, stopped and started with C(systemctl);
+            O(downtime.stop) and O(downtime.start) are then ignored.
+        type: list
+        elements: str
+        default: []
       stop:
         description: Stops the application (or puts it into maintenance).
         type: list
@@ -131,13 +138,27 @@ options:
         type: list
         elements: str
         default: []
+      code_after_migrate:
+        description:
+          - Run O(downtime.code) after the migration instead of before it (a rollback: the
+            older code no longer has the migrations to unapply). A failure then leaves the
+            code as it was.
+        type: bool
+        default: false
       start:
         description: Starts the application again, after success and after a failure.
         type: list
         elements: str
         default: []
+      status:
+        description: Not used by this module (the application is always started again); accepted so that the same options serve M(dbsafe.django.django_service).
+        type: list
+        elements: str
+        default: []
       environment:
-        description: Environment variables for the commands.
+        description:
+          - Environment variables for the commands, set as their process environment (never
+            on a command line).
         type: dict
         default: {}
 attributes:
@@ -267,7 +288,10 @@ launches:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.dbsafe.django.plugins.module_utils.downtime import ServiceWindow
+from ansible_collections.dbsafe.django.plugins.module_utils.downtime import (
+    SERVICE_OPTIONS,
+    ServiceWindow,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import DbsafeError
 from ansible_collections.dbsafe.django.plugins.module_utils.guard import (
     GuardedMigrate,
@@ -298,16 +322,7 @@ GUARD_OPTIONS = dict(
     lock_timeout=dict(type="int", default=300),
 )
 
-DOWNTIME_OPTION = dict(
-    type="dict",
-    options=dict(
-        stop=dict(type="list", elements="str", default=[]),
-        code=dict(type="list", elements="str", default=[]),
-        code_back=dict(type="list", elements="str", default=[]),
-        start=dict(type="list", elements="str", default=[]),
-        environment=dict(type="dict", default={}),
-    ),
-)
+DOWNTIME_OPTION = dict(type="dict", options=SERVICE_OPTIONS)
 
 
 def main():
@@ -328,8 +343,8 @@ def main():
     runner = runner_for(module)
     window = None
     if params["downtime"] is not None:
-        window = ServiceWindow(runner, params["downtime"], params["downtime"]["environment"],
-                               mask=module.no_log_values.add)
+        window = ServiceWindow.from_params(runner, params["downtime"],
+                                           mask=module.no_log_values.add)
     guard = GuardedMigrate(project_for(module, runner), runner, options,
                            check_mode=module.check_mode, diff=module._diff, warn=module.warn,
                            window=window)

@@ -30,6 +30,23 @@ options:
     type: list
     elements: str
     default: []
+  expect:
+    description:
+      - Check the state against what a migration should have left, and return the
+        C(problems). The deploy's verification on every app host uses it.
+    type: dict
+    suboptions:
+      plan:
+        description:
+          - The steps that ran (a guarded migrate's C(plan)), each with C(migration) and
+            C(backwards): forward steps must be applied, backwards steps not.
+        type: list
+        elements: dict
+        default: []
+      complete:
+        description: Nothing may be left to migrate (a full migrate, not one app to a target).
+        type: bool
+        default: true
 attributes:
   check_mode:
     support: full
@@ -120,6 +137,15 @@ pending_changes:
   returned: success
   type: dict
   sample: {books: [Add field isbn13 to book]}
+problems:
+  description:
+    - With O(expect), what does not match, as sentences (a step not applied, a backwards step
+      still applied, migrations left to apply, model changes without a migration, conflicts).
+      Empty when everything matches.
+  returned: with O(expect)
+  type: list
+  elements: str
+  sample: [books.0006_book_subtitle was not applied]
 ansible_facts:
   description: The same facts under C(django_migrations).
   returned: success
@@ -142,11 +168,21 @@ from ansible_collections.dbsafe.django.plugins.module_utils.project import (
     PROJECT_ARGUMENT_SPEC,
     PROJECT_MUTUALLY_EXCLUSIVE,
 )
-from ansible_collections.dbsafe.django.plugins.module_utils.state import migration_facts
+from ansible_collections.dbsafe.django.plugins.module_utils.state import (
+    migration_facts,
+    plan_problems,
+)
 
 
 def main():
-    argument_spec = dict(PROJECT_ARGUMENT_SPEC, apps=dict(type="list", elements="str", default=[]))
+    argument_spec = dict(
+        PROJECT_ARGUMENT_SPEC,
+        apps=dict(type="list", elements="str", default=[]),
+        expect=dict(type="dict", options=dict(
+            plan=dict(type="list", elements="dict", default=[]),
+            complete=dict(type="bool", default=True),
+        )),
+    )
     module = AnsibleModule(
         argument_spec=argument_spec,
         mutually_exclusive=PROJECT_MUTUALLY_EXCLUSIVE,
@@ -158,6 +194,10 @@ def main():
     except DbsafeError as error:
         fail_with(module, error)
     facts = migration_facts(result, module.params["apps"])
+    expect = module.params["expect"]
+    if expect is not None:
+        facts["problems"] = plan_problems(dict(facts, applied_rows=result["facts"]["applied_rows"]),
+                                          expect["plan"], expect["complete"])
     module.exit_json(changed=False, ansible_facts={"django_migrations": facts}, **facts)
 
 

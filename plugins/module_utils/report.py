@@ -1,0 +1,188 @@
+# -*- coding: utf-8 -*-
+# Copyright: dbsafe.django contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The deploy report's data and its Markdown, from what the modules returned on each host.
+Pure: the action plugin django_deploy_report gathers the inputs and writes the files."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import time
+
+
+def _iso(epoch):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(epoch))) if epoch else None
+
+
+def _window(result):
+    """The service window a module result describes (django_service's ``window``, the guarded
+    migrate's ``downtime``), or {}."""
+    if not isinstance(result, dict):
+        return {}
+    return result.get("window") or result.get("downtime") or {}
+
+
+def _unreachable(entry):
+    return any(isinstance(entry.get(key), dict) and entry[key].get("unreachable")
+               for key in ("down", "migrate", "up"))
+
+
+def host_report(entry):
+    """One host's line: what happened to its service, its code, its checks."""
+    migrate = entry.get("migrate") or {}
+    windows = [_window(entry.get("down")), _window(migrate), _window(entry.get("up"))]
+    stopped = [w["stopped_at"] for w in windows if w.get("stopped_at")]
+    started = [w["started_at"] for w in windows if w.get("started_at")]
+    stopped_at = min(stopped) if stopped else None
+    started_at = max(started) if started and stopped_at else None
+    if _unreachable(entry):
+        service = "unreachable" + (" after it was stopped" if stopped_at else "")
+    elif stopped_at is None:
+        service = "never stopped"
+    elif started_at is None:
+        service = "LEFT STOPPED"
+    else:
+        service = "stopped, started again"
+    preflight = entry.get("preflight") or {}
+    code_back = any(step.get("step") == "code_back" and step.get("rc") == 0
+                    for w in windows for step in w.get("steps") or [])
+    code_done = any(step.get("step") == "code" and step.get("rc") == 0
+                    for w in windows for step in w.get("steps") or [])
+    revision_after = preflight.get("revision_before")
+    if code_done and not code_back:
+        revision_after = preflight.get("revision_wanted")
+    healthy = entry.get("healthy_at")
+    line = {
+        "host": entry["host"],
+        "service": service,
+        "revision_before": preflight.get("revision_before"),
+        "revision_after": revision_after,
+        "stopped_at": _iso(stopped_at),
+        "started_at": _iso(started_at),
+        "downtime_seconds": round(started_at - stopped_at, 2) if started_at else None,
+        "answered_after_seconds": (round(float(healthy) - stopped_at, 2)
+                                   if healthy and stopped_at else None),
+        "migrated_here": bool(migrate.get("changed")) and "plan" in migrate,
+        "problems": list(entry.get("problems") or []),
+        "failure": entry.get("failure"),
+    }
+    return line, stopped_at, started_at
+
+
+def build_report(name, entries, finished, check_mode=False):
+    """The report of a run over ``entries`` (one dict per host: host, active, preflight,
+    down, migrate, up, problems, healthy_at, failure)."""
+    lines = [host_report(entry) for entry in entries]
+    hosts = [line for line, _stopped, _started in lines]
+    migrations = [migration_report(e["host"], e["migrate"]) for e in entries
+                  if isinstance(e.get("migrate"), dict) and "plan" in e["migrate"]]
+    failures = sorted(set(h["failure"] for h in hosts if h["failure"]))
+    failures += ["%s: %s" % (m["host"], m["msg"]) for m in migrations
+                 if m["failed"] and m["msg"] not in " ".join(failures)]
+    problems = ["%s: %s" % (h["host"], p) for h in hosts for p in h["problems"]]
+    unreachable = [h["host"] for h in hosts if h["service"].startswith("unreachable")]
+    stops = [stopped for _line, stopped, _started in lines if stopped]
+    starts = [started for _line, stopped, started in lines if stopped and started]
+    if failures or unreachable:
+        result = "failed"
+    elif problems:
+        result = "failed verification"
+    elif check_mode:
+        result = "check mode"
+    else:
+        result = "succeeded" if stops else "nothing to do"
+    if failures:
+        message = "; ".join(failures)
+    elif unreachable:
+        message = "unreachable: %s" % ", ".join(unreachable)
+    elif problems:
+        message = "; ".join(problems)
+    else:
+        message = "; ".join(m["msg"] for m in migrations)
+    downtime = None
+    if stops:
+        downtime = round(max(starts) - min(stops), 2) if len(starts) == len(stops) else "not started"
+    wanted = [(e.get("preflight") or {}).get("revision_wanted") for e in entries]
+    return {
+        "report": name,
+        "result": result,
+        "message": message,
+        "finished": _iso(finished),
+        "revision_wanted": next((w for w in wanted if w), None),
+        "downtime_seconds": downtime,
+        "unreachable": unreachable,
+        "hosts": hosts,
+        "migrations": migrations,
+    }
+
+
+def migration_report(host, result):
+    window = _window(result)
+    return {
+        "host": host,
+        "msg": result.get("msg") or "",
+        "changed": bool(result.get("changed")),
+        "failed": bool(result.get("failed")),
+        "restored": bool(result.get("restored")),
+        "plan": [step.get("migration") for step in result.get("plan") or []],
+        "applied": result.get("applied") or [],
+        "backup": result.get("backup"),
+        "duration_seconds": result.get("duration"),
+        "timings": result.get("timings") or {},
+        "service_window": window.get("steps"),
+    }
+
+
+def _cell(value):
+    text = "-" if value is None or value == "" or value == [] else str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report):
+    lines = ["# %s report: %s" % (report["report"].capitalize(), report["result"]), "",
+             "| | |", "| --- | --- |"]
+    downtime = report["downtime_seconds"]
+    for label, value in (("result", "**%s**" % report["result"]),
+                         ("message", report["message"]),
+                         ("finished", report["finished"]),
+                         ("revision", report["revision_wanted"]),
+                         ("downtime (first stop to last start)",
+                          "%s s" % downtime if isinstance(downtime, (int, float)) else downtime)):
+        lines.append("| %s | %s |" % (label, _cell(value)))
+    lines += ["", "## Hosts", "",
+              "| host | service | revision before | revision after | stopped | started | "
+              "down (s) | answered after (s) | migrated here | problems |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for h in report["hosts"]:
+        lines.append("| %s |" % " | ".join(_cell(v) for v in (
+            h["host"], h["service"], h["revision_before"], h["revision_after"], h["stopped_at"],
+            h["started_at"], h["downtime_seconds"], h["answered_after_seconds"],
+            "yes" if h["migrated_here"] else "no", "; ".join(h["problems"]))))
+    for m in report["migrations"]:
+        lines += ["", "## Migration (on %s)" % m["host"], "", _cell(m["msg"]), ""]
+        if m["applied"]:
+            lines += ["| migration | action | ok | seconds |", "| --- | --- | --- | --- |"]
+            for step in m["applied"]:
+                lines.append("| %s | %s | %s | %s |" % (
+                    _cell(step.get("migration")), _cell(step.get("action") or "applying"),
+                    "yes" if step.get("ok") else "**no**", _cell(step.get("seconds"))))
+        else:
+            lines.append("No migration was applied.")
+        backup = m["backup"]
+        lines.append("")
+        if backup:
+            lines.append("Backup taken before migrating: `%s` (sha256 `%s`, %s bytes)%s."
+                         % (backup.get("path"), backup.get("sha256"), backup.get("size", "?"),
+                            "; it was **restored** after the failure" if m["restored"] else ""))
+        else:
+            lines.append("No backup was taken%s." % ("" if m["changed"] else " (nothing was migrated)"))
+        if m["service_window"]:
+            lines += ["", "Service window on this host: " + ", ".join(
+                "%s %s s%s" % (s.get("step"), s.get("seconds"),
+                               "" if s.get("rc") == 0 else " (**rc %s**)" % s.get("rc"))
+                for s in m["service_window"]) + "."]
+        if m["timings"]:
+            lines += ["", "Guarded migrate phases (s): " + ", ".join(
+                "%s %s" % (k, v) for k, v in sorted(m["timings"].items())) + "."]
+    return "\n".join(lines) + "\n"
