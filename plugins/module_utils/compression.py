@@ -85,3 +85,12 @@ def compression_of(file_name):
         if file_name.endswith(method["extension"]):
             return Compression(name)
     return Compression("none")
+
+
+def auto_compression(self_compressed):
+    """What ``compression: auto`` (or none given) means for a dump format: ``none`` when its
+    tool compresses already (PostgreSQL's custom and directory formats), else ``zstd`` when it
+    is installed (several times faster than gzip at the same ratio), else ``gzip``."""
+    if self_compressed:
+        return "none"
+    return "zstd" if Compression("zstd").available() else "gzip"

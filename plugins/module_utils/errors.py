@@ -11,6 +11,8 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import errno
+
 
 class DbsafeError(Exception):
     """Base class: ``msg`` for people, ``details`` (a dict) for the task result."""
@@ -55,3 +57,23 @@ class MigrationFailed(DbsafeError):
 
 class ServiceError(DbsafeError):
     """A stop, code or start command of the guarded migrate's service window failed."""
+
+
+def reason(error):
+    """What went wrong, for a message: a DbsafeError's msg, an OSError in words."""
+    if isinstance(error, DbsafeError):
+        return error.msg
+    if isinstance(error, OSError):
+        if error.errno == errno.ENOSPC:
+            return "no space left on the device (%s)" % (error.filename or "disk full")
+        if error.errno == errno.EPIPE:
+            return "the stream was cut off (broken pipe)"
+        return error.strerror or str(error)
+    return str(error)
+
+
+def details_of(error):
+    """An error's details to carry into a new error about the same backup (without 'file')."""
+    details = dict(getattr(error, "details", {}) or {})
+    details.pop("file", None)
+    return details

@@ -15,12 +15,13 @@ import pytest
 
 from runner_double import add_bulk_rows, engine_of, execute, make_runner, seed
 
-from ansible_collections.dbsafe.django.plugins.module_utils.backups import (
-    BackupStore,
+from ansible_collections.dbsafe.django.plugins.module_utils.backup_files import (
     files_sha256,
     tree_hash,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
+from ansible_collections.dbsafe.django.plugins.module_utils.engines import postgresql_archive
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
@@ -474,7 +475,7 @@ def test_pg_directory_backup_is_a_private_directory_that_round_trips(postgres_da
     # entry of the table of contents, each table's data exactly once.
     listing = subprocess.run(["pg_restore", "--list", path], capture_output=True, check=True)
     entries = [line for line in listing.stdout.splitlines() if line and not line.startswith(b";")]
-    groups = store._data_entry_groups(shutil.which("pg_restore"), path)
+    groups = postgresql_archive.data_entry_groups(store.runner, shutil.which("pg_restore"), path)
     assert len(groups) == 2 and set(groups[0]) | set(groups[1]) == set(entries)
     data = [line for line in entries if b" TABLE DATA " in line]
     assert sorted(line for group in groups for line in group if line in data) == sorted(data)

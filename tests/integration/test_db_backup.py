@@ -9,7 +9,7 @@ import pytest
 import demo
 from ansible_run import run_module
 from runner_double import engine_of
-from ansible_collections.dbsafe.django.plugins.module_utils.backups import tree_hash
+from ansible_collections.dbsafe.django.plugins.module_utils.backup_files import tree_hash
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from runner_double import add_bulk_rows, engine_of, execute, make_runner, seed
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
+from ansible_collections.dbsafe.django.plugins.module_utils.engines import postgresql_archive
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     RestoreFailed,
@@ -75,7 +76,8 @@ def test_the_completeness_read_of_a_custom_archive_is_split_over_two_readers(
     listing = subprocess.run([pg_restore, "--list", backup["path"]], capture_output=True,
                              check=True).stdout
     entries = [line for line in listing.splitlines() if line and not line.startswith(b";")]
-    groups = store._data_entry_groups(pg_restore, backup["path"], "custom")
+    groups = postgresql_archive.data_entry_groups(store.runner, pg_restore, backup["path"],
+                                                  "custom")
     assert len(groups) == 2 and set(groups[0]) | set(groups[1]) == set(entries)
     data = [line for line in entries if b" TABLE DATA " in line]
     assert sorted(line for group in groups for line in group if line in data) == sorted(data)
@@ -84,5 +86,5 @@ def test_the_completeness_read_of_a_custom_archive_is_split_over_two_readers(
     with open(backup["path"], "rb") as source, open(cut, "wb") as target:
         target.write(source.read(os.path.getsize(backup["path"]) * 2 // 3))
     with pytest.raises(BackupError) as failure:
-        store._read_pg_archive(cut, "custom")
+        postgresql_archive.read_archive(store.runner, cut, "custom")
     assert "not a complete PostgreSQL custom archive" in failure.value.msg

@@ -4,7 +4,7 @@ import os
 
 import yaml
 
-from ansible_collections.dbsafe.django.plugins.module_utils.backups import DBSAFE_VERSION
+from ansible_collections.dbsafe.django.plugins.module_utils.backup_write import DBSAFE_VERSION
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

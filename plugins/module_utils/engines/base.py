@@ -26,6 +26,7 @@ import socket
 import tempfile
 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
+    BackupError,
     CommandError,
     EngineError,
 )
@@ -42,14 +43,13 @@ MIGRATIONS_TABLE = "django_migrations"
 class Engine:
     """One database reached through ``connection``; commands run through ``runner``.
 
-    Subclasses set ``name``, ``formats`` (the first is the default) and implement the
-    operations below. Formats in ``directory_formats`` dump into, and restore from, a directory
-    path instead of a binary stream.
+    Subclasses set ``name``, ``dump_formats`` (DumpFormat objects; the first is the default)
+    and implement the operations below. A format whose ``directory`` is set dumps into, and
+    restores from, a directory path instead of a binary stream.
     """
 
     name = None
-    formats = ()
-    directory_formats = ()
+    dump_formats = ()
 
     def __init__(self, connection, runner):
         if connection.engine != self.name:
@@ -68,6 +68,10 @@ class Engine:
     def describe(self):
         return self.connection.describe()
 
+    @property
+    def formats(self):
+        return tuple(dump.name for dump in self.dump_formats)
+
     def default_format(self):
         return self.formats[0]
 
@@ -81,8 +85,13 @@ class Engine:
             )
         return fmt
 
+    def dump_format(self, fmt):
+        """The DumpFormat of ``fmt`` (None: the default)."""
+        fmt = self.check_format(fmt)
+        return [dump for dump in self.dump_formats if dump.name == fmt][0]
+
     def is_directory_format(self, fmt):
-        return (fmt or self.default_format()) in self.directory_formats
+        return self.dump_format(fmt).directory
 
     def restore_is_all_or_nothing(self, fmt, jobs=1):
         """Whether ``restore`` of an uncompressed ``fmt`` dump with ``jobs`` reads all of it
@@ -138,6 +147,54 @@ class Engine:
 
     def flush(self):
         """Drop every table (and view, routine...) of the database: an empty database."""
+        raise NotImplementedError
+
+
+class DumpFormat:
+    """One dump format as the backup store keeps it: the file's extension, and how to tell
+    that a dump of it is complete. Each engine module defines its own; this base knows nothing
+    about any format (the store uses it for a format it does not know) and checks only what
+    the attributes say.
+    """
+
+    name = None
+    extension = None
+    directory = False  # the dump is a directory, kept as one
+    self_compressed = False  # its tool compresses: stored as it is unless asked otherwise
+    magic = None  # the first bytes of an uncompressed dump
+    trailer = None  # the line a text dump tool writes once it has finished
+    follows_writes = False  # read_while_written can check it while the tool writes it
+    # How much of a dump's end holds its trailer (pg_dump 15.18+ writes an \unrestrict line
+    # after it: a tail, not the last line).
+    tail_bytes = 4096
+
+    def check_tail(self, name, tail):
+        """Refuse the dump ``name`` whose last bytes ``tail`` lack the trailer."""
+        if self.trailer and self.trailer not in tail:
+            raise BackupError(
+                "%s is incomplete: its dump does not end with the line %r that the dump tool "
+                "writes when it has finished (the dump was cut short)"
+                % (name, self.trailer.decode("ascii")))
+
+    def check_file(self, path, runner, read=False):
+        """Refuse the uncompressed dump file ``path`` unless it is complete. ``read``: it was
+        read to its end already, while it was written (``read_while_written``)."""
+        name = os.path.basename(path)
+        with open(path, "rb") as handle:
+            if self.magic and handle.read(len(self.magic)) != self.magic:
+                raise BackupError("%s does not start like a %s dump" % (name, self.name))
+            if self.trailer:
+                handle.seek(max(0, os.path.getsize(path) - self.tail_bytes))
+                self.check_tail(name, handle.read())
+
+    def check_directory(self, path, runner):
+        """Refuse the dump directory ``path`` unless its dump reads to its end."""
+        raise BackupError("%s: the %s format is not a directory"
+                          % (os.path.basename(path), self.name))
+
+    def read_while_written(self, path, written, runner):
+        """The completeness check of ``path`` while the dump tool still appends to it, to its
+        end once the threading.Event ``written`` is set (only with ``follows_writes``)."""
         raise NotImplementedError
 
 

@@ -25,6 +25,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     DEFAULT_LOCK_NAME,
     MIGRATIONS_TABLE,
     ClientSession,
+    DumpFormat,
     Engine,
     PrivateDir,
     column_entry,
@@ -95,9 +96,19 @@ def lock_name(database, name):
     return "dbsafe:" + hashlib.sha256(full.encode("utf-8")).hexdigest()[:57]
 
 
+class MysqlDump(DumpFormat):
+    """mariadb-dump's (mysqldump's) SQL script."""
+
+    name = "sql"
+    extension = "sql"
+    # The tool's last line: a dump cut short lacks it, also when the tool (or a wrapper)
+    # claimed success.
+    trailer = b"-- Dump completed"
+
+
 class MysqlEngine(Engine):
     name = "mysql"
-    formats = ("sql",)
+    dump_formats = (MysqlDump(),)
 
     def __init__(self, connection, runner):
         super(MysqlEngine, self).__init__(connection, runner)

@@ -34,6 +34,10 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     split_type,
     version_tuple,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_archive import (
+    DUMP_FORMATS,
+    PlainScript,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
     EngineError,
@@ -63,8 +67,6 @@ _RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
 # Drops the \restrict lines for an older psql; the key is alphanumeric.
 RESTRICT_FILTER = r"/^\\(un)?restrict [A-Za-z0-9]+$/d"
 
-# pg_dump's last comment; a script without it was cut off.
-DUMP_COMPLETE = b"PostgreSQL database dump complete"
 TAIL = 8192
 CHUNK = 1024 * 1024
 
@@ -256,8 +258,7 @@ def psql_understands_restrict(version_text):
 
 class PostgresqlEngine(Engine):
     name = "postgresql"
-    formats = ("custom", "plain", "directory")
-    directory_formats = ("directory",)
+    dump_formats = DUMP_FORMATS
 
     def __init__(self, connection, runner):
         super(PostgresqlEngine, self).__init__(connection, runner)
@@ -637,10 +638,10 @@ def _relay_script(script, write_fd, producer, close_script):
                 producer.join()
                 if producer.error is not None:
                     return  # the producer's error is reported; no COMMIT
-            if DUMP_COMPLETE not in tail:
+            if PlainScript.trailer not in tail:
                 raise EngineError(
                     "the dump is incomplete: it does not end with pg_dump's %r line"
-                    % DUMP_COMPLETE.decode())
+                    % PlainScript.trailer.decode())
             out.write(b"\nCOMMIT;\n")
     except BrokenPipeError:
         pass  # psql stopped at an error: it is reported

@@ -21,6 +21,7 @@ import time
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
     DEFAULT_LOCK_NAME,
     MIGRATIONS_TABLE,
+    DumpFormat,
     Engine,
     KeyOrderedRowHasher,
     RowHasher,
@@ -35,6 +36,16 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import EngineError, LockTimeout
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class SqliteDump(DumpFormat):
+    """A consistent copy of the database file (the online backup API)."""
+
+    name = "sqlite"
+    extension = "sqlite"
+    magic = SQLITE_MAGIC
+
+
 CHUNK = 1024 * 1024
 # Larger databases are copied through a temporary file instead of memory.
 IN_MEMORY_LIMIT = 256 * 1024 * 1024
@@ -47,7 +58,7 @@ def quote_identifier(name):
 
 class SqliteEngine(Engine):
     name = "sqlite"
-    formats = ("sqlite",)
+    dump_formats = (SqliteDump(),)
 
     @property
     def path(self):

@@ -8,16 +8,23 @@ import tarfile
 
 import pytest
 
-from ansible_collections.dbsafe.django.plugins.module_utils import backups
-from ansible_collections.dbsafe.django.plugins.module_utils.backups import (
-    BackupStore,
+from ansible_collections.dbsafe.django.plugins.module_utils.backup_files import (
+    check_member,
+    files_sha256,
+    is_directory_backup,
     tree_hash,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.compression import (
     Compression,
+    auto_compression,
     compression_of,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import (
+    ENGINE_CLASSES,
+    dump_format,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import BackupError
 
 SQLITE_BYTES = b"SQLite format 3\x00" + b"\x00" * 4080
@@ -170,19 +177,44 @@ def test_compression_methods():
 
 
 def test_auto_compression(monkeypatch):
-    assert backups.auto_compression("custom") == "none"
-    assert backups.auto_compression("directory") == "none"
+    def auto(fmt):
+        return auto_compression(dump_format(fmt).self_compressed)
+
+    assert auto("custom") == "none"
+    assert auto("directory") == "none"
     monkeypatch.setattr(Compression, "available", lambda self: False)
-    assert backups.auto_compression("sql") == "gzip"
+    assert auto("sql") == "gzip" and auto("plain") == "gzip"
     monkeypatch.setattr(Compression, "available", lambda self: True)
-    assert backups.auto_compression("sqlite") == "zstd"
+    assert auto("sqlite") == "zstd"
 
 
-def test_format_extensions_are_distinct():
-    assert backups.FORMAT_EXTENSIONS["custom"] == "pgdump"
-    assert backups.FORMAT_EXTENSIONS["directory"] == "pgdir"
-    assert backups.LEGACY_DIRECTORY_EXTENSION == "pgdir.tar"
-    assert set(backups.SELF_COMPRESSED) == {"custom", "directory"}
+def test_each_engine_owns_its_dump_formats():
+    formats = [dump for engine in ENGINE_CLASSES.values() for dump in engine.dump_formats]
+    assert len(set(dump.name for dump in formats)) == len(formats)
+    assert dump_format("custom").extension == "pgdump"
+    assert dump_format("directory").extension == "pgdir" and dump_format("directory").directory
+    assert dump_format("plain").extension == dump_format("sql").extension == "sql"
+    assert set(dump.name for dump in formats if dump.self_compressed) == {"custom", "directory"}
+    assert dump_format("unknown").extension is None and not dump_format(None).trailer
+
+
+@pytest.mark.parametrize("fmt,content,complete", [
+    ("sql", b"-- MariaDB dump\nINSERT ...;\n-- Dump completed on 2024-01-01\n", True),
+    ("sql", b"-- MariaDB dump\nINSERT ...;\n", False),
+    ("plain", b"SET x;\n--\n-- PostgreSQL database dump complete\n--\n\\unrestrict k\n", True),
+    ("plain", b"SET x;\n", False),
+    ("sqlite", SQLITE_BYTES, True),
+    ("sqlite", b"not a database", False),
+])
+def test_the_format_says_whether_a_dump_file_is_complete(tmp_path, fmt, content, complete):
+    path = tmp_path / "dump"
+    path.write_bytes(content)
+    check = dump_format(fmt).check_file
+    if complete:
+        check(str(path), runner=None)
+    else:
+        with pytest.raises(BackupError):
+            check(str(path), runner=None)
 
 
 def _info(name, kind=tarfile.REGTYPE, linkname=""):
@@ -200,7 +232,7 @@ def _info(name, kind=tarfile.REGTYPE, linkname=""):
     ("copy", tarfile.LNKTYPE, "uploads/a.txt"),
 ])
 def test_safe_members_pass(name, kind, linkname):
-    backups._check_member(_info(name, kind, linkname))
+    check_member(_info(name, kind, linkname))
 
 
 @pytest.mark.parametrize("name,kind,linkname", [
@@ -217,7 +249,7 @@ def test_safe_members_pass(name, kind, linkname):
 ])
 def test_unsafe_members_are_refused(name, kind, linkname):
     with pytest.raises(BackupError):
-        backups._check_member(_info(name, kind, linkname))
+        check_member(_info(name, kind, linkname))
 
 
 def test_tree_hash(tmp_path):
@@ -248,14 +280,14 @@ def test_tree_hash(tmp_path):
 def test_directory_backup_checksum_is_of_the_file_list():
     files = [{"name": "toc.dat", "size": 10, "sha256": "a" * 64},
              {"name": "3338.dat.gz", "size": 99, "sha256": "b" * 64}]
-    checksum = backups.files_sha256(files)
-    assert len(checksum) == 64 and checksum == backups.files_sha256(list(reversed(files)))
+    checksum = files_sha256(files)
+    assert len(checksum) == 64 and checksum == files_sha256(list(reversed(files)))
     for key, value in (("name", "3339.dat.gz"), ("size", 98), ("sha256", "c" * 64)):
         changed = [dict(files[0]), dict(files[1], **{key: value})]
-        assert backups.files_sha256(changed) != checksum, key
-    assert backups.files_sha256(files[:1]) != checksum
-    assert backups.is_directory_backup({"files": files})
-    assert not backups.is_directory_backup({"file": "x.pgdir.tar"})
+        assert files_sha256(changed) != checksum, key
+    assert files_sha256(files[:1]) != checksum
+    assert is_directory_backup({"files": files})
+    assert not is_directory_backup({"file": "x.pgdir.tar"})
 
 
 def test_list_ignores_a_leftover_partial_directory(tmp_path):

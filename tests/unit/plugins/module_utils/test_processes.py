@@ -42,14 +42,15 @@ def test_run_command_hands_its_child_to_the_tracker():
 
     def run_command(argv, environ_update=None, data=None, binary_data=False, cwd=None,
                     check_rc=False, before_communicate_callback=None):
-        proc = processes.subprocess.Popen(argv)
+        proc = processes.subprocess.Popen(argv, stdin=processes.subprocess.PIPE)
         before_communicate_callback(proc)
-        seen.append(proc in processes.running())
-        proc.wait()
+        seen.append(proc)
+        assert proc in processes.running()
+        proc.communicate()  # the child waits for the end of its input: alive until here
         return proc.returncode, "", ""
 
-    Runner(run_command).run(["true"])
-    assert seen == [True] and not [p for p in processes.running() if p.args == ["true"]]
+    Runner(run_command).run([sys.executable, "-c", "import sys; sys.stdin.read()"])
+    assert len(seen) == 1 and seen[0] not in processes.running()
 
 
 def test_stderr_collector_reads_text_and_bytes():
