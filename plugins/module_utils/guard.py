@@ -28,30 +28,43 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     RestoreFailed,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
-from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
+
+
+# The module's options that steer the guard: its argument spec (the module adds the project's
+# options and ``downtime``), and so the one place their defaults are written.
+GUARD_ARGUMENT_SPEC = dict(
+    app=dict(type="str"),
+    migration=dict(type="str"),
+    allow_data_loss=dict(type="bool", default=False),
+    allow_ghosts=dict(type="bool", default=False),
+    allow_fake=dict(type="bool", default=False),
+    fake=dict(type="bool", default=False),
+    fake_initial=dict(type="bool", default=False),
+    backup=dict(type="bool", default=True),
+    backup_dir=dict(type="path"),
+    compression=dict(type="str", choices=["auto", "gzip", "zstd", "none"], default="auto"),
+    keep=dict(type="int"),
+    lock_timeout=dict(type="int", default=300),
+)
 
 
 class GuardOptions:
-    """The module's options that steer the guard (plain attributes, defaults as documented)."""
+    """The options of ``GUARD_ARGUMENT_SPEC`` (plus ``database``) as plain attributes: the
+    values given, the spec's defaults for the rest."""
 
-    def __init__(self, database="default", app=None, migration=None, allow_data_loss=False,
-                 allow_ghosts=False, allow_fake=False, fake=False, fake_initial=False,
-                 backup=True, backup_dir=None, compression="auto", keep=None,
-                 lock_timeout=300, label=None):
+    def __init__(self, database="default", **given):
+        unknown = sorted(set(given) - set(GUARD_ARGUMENT_SPEC))
+        if unknown:
+            raise TypeError("unknown guard options: %s" % ", ".join(unknown))
         self.database = database
-        self.app = app
-        self.migration = migration
-        self.allow_data_loss = allow_data_loss
-        self.allow_ghosts = allow_ghosts
-        self.allow_fake = allow_fake
-        self.fake = fake
-        self.fake_initial = fake_initial
-        self.backup = backup
-        self.backup_dir = backup_dir
-        self.compression = compression
-        self.keep = keep
-        self.lock_timeout = lock_timeout
-        self.label = label
+        for name, spec in GUARD_ARGUMENT_SPEC.items():
+            setattr(self, name, given.get(name, spec.get("default")))
+
+    @classmethod
+    def from_params(cls, params):
+        """From a module's params (which hold every option of the spec, and more)."""
+        return cls(database=params["database"],
+                   **dict((name, params[name]) for name in GUARD_ARGUMENT_SPEC))
 
     @property
     def target(self):
@@ -123,8 +136,10 @@ def verification_problems(before, after, plan):
 
 class GuardedMigrate:
     def __init__(self, project, runner, options, check_mode=False, diff=False, warn=None,
-                 window=None):
+                 window=None, store=None):
         self.project = project
+        # The BackupStore (see ``store``); given, or made on first use.
+        self._store = store
         # A downtime.ServiceWindow when the module stops and starts the application itself.
         self.window = window
         self.runner = runner
@@ -177,8 +192,7 @@ class GuardedMigrate:
                                    "waited": round(time.time() - lock_started, 3)}
             # A run that died holding the lock: warn, and undo its half-done migrate first.
             marker = self._marker(engine)
-            run_marker.take_over(marker, holder, engine,
-                                 lambda d: BackupStore(d, self.runner), self.warn)
+            run_marker.take_over(marker, holder, engine, self.store, self.warn)
             if not before["database"].get("exists", True):
                 # A SQLite file that does not exist yet: nothing to back up or prove; on
                 # failure "as before" means the file is gone again.
@@ -191,12 +205,11 @@ class GuardedMigrate:
             if not plan:
                 self.result["changed"] = False
                 return self._finish(started, "another run migrated while we waited for the lock")
-            # The full snapshot (row counts and content hashes of every table: the proof after
-            # a restore) is filled in below; the marker writes it only once migrate starts.
-            snapshot = {}
-            with marker.tracking(holder, snapshot) if marker else _no_tracking() as track:
-                backup = self._snapshot_and_backup(engine, before, snapshot)
-                track.migrating(backup, state.plan_names(plan))
+            with marker.tracking(holder) if marker else _no_tracking() as track:
+                # The full snapshot: row counts and content hashes of every table, the proof
+                # after a restore (and the marker's, should this run die while migrating).
+                snapshot, backup = self._snapshot_and_backup(engine, before)
+                track.migrating(snapshot, backup, state.plan_names(plan))
                 self._migrate_and_verify(engine, before, plan, snapshot, backup)
         return self._finish(started, "applied %d step(s)" % len(plan))
 
@@ -230,9 +243,10 @@ class GuardedMigrate:
         self.result.update(before=state.migration_facts(before), plan=plan)
         return before, plan
 
-    def _snapshot_and_backup(self, engine, before, snapshot):
-        """Both only read, under the lock, with the application stopped: side by side, so the
-        downtime pays for the longer of the two instead of their sum."""
+    def _snapshot_and_backup(self, engine, before):
+        """(snapshot, backup or None). Both only read, under the lock, with the application
+        stopped: side by side, so the downtime pays for the longer of the two instead of their
+        sum."""
         snapshotting = Background(self._timed, "snapshot_before", engine.snapshot)
         try:
             backup = self._backup(engine, before) if self.options.backup else None
@@ -240,16 +254,14 @@ class GuardedMigrate:
             snapshotting.join()
         if snapshotting.error is not None:
             raise snapshotting.error
-        snapshot.update(snapshotting.result)
-        return backup
+        return snapshotting.result, backup
 
     def _backup(self, engine, before):
-        store = BackupStore(self.options.backup_dir, self.runner)
+        store = self.store
         # The same label db_backup uses, so retention and "newest backup" see both.
-        label = self.options.label or backup_label(engine.connection)
-        compression = None if self.options.compression == "auto" else self.options.compression
+        label = backup_label(engine.connection)
         backup = self._timed(
-            "backup", store.write, label, engine, compression=compression,
+            "backup", store.write, label, engine, compression=self.options.compression,
             migrations=[row.split(".", 1) for row in before["facts"]["applied_rows"]],
         )
         self.result["backup"] = {"path": backup["path"], "sha256": backup["sha256"],
@@ -298,9 +310,8 @@ class GuardedMigrate:
                 "%s: %s. No backup was taken (backup: false): the database may be half-migrated"
                 % (what, error), restored=False, **base)
         try:
-            store = BackupStore(os.path.dirname(backup["path"]), self.runner)
-            self._timed("restore", store.restore, backup["path"], engine)
-            restored = self._timed("snapshot_after_restore", engine.snapshot)
+            differences = run_marker.restore_and_prove(self.store, backup["path"], engine,
+                                                       snapshot, timed=self._timed)
         except DbsafeError as restore_error:
             raise RestoreFailed(
                 "%s: %s. THE RESTORE ALSO FAILED: %s. The database is in an unknown state. The "
@@ -308,7 +319,6 @@ class GuardedMigrate:
                 % (what, error, restore_error.msg, backup["path"],
                    _manual_restore(backup, self.project, self.options)),
                 restored=False, backup=self.result["backup"], **base)
-        differences = diff_snapshots(snapshot, restored)
         if differences:
             raise RestoreFailed(
                 "%s: %s. The backup was restored but the database does NOT equal its state "
@@ -324,12 +334,18 @@ class GuardedMigrate:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    @property
+    def store(self):
+        """The BackupStore of ``backup_dir``, made once, when first needed (under the lock:
+        check mode and a refused run create no directory); None without backups."""
+        if self._store is None and self.options.backup:
+            self._store = BackupStore(self.options.backup_dir, self.runner)
+        return self._store
+
     def _marker(self, engine):
-        if not self.options.backup:  # no backup directory, nothing to go back to
+        if self.store is None:  # no backup directory, nothing to go back to
             return None
-        BackupStore(self.options.backup_dir, self.runner)  # creates it 0700, or says why not
-        return run_marker.RunMarker(self.options.backup_dir,
-                                    self.options.label or backup_label(engine.connection))
+        return run_marker.RunMarker(self.store.directory, backup_label(engine.connection))
 
     def _timed(self, name, function, *args, **kwargs):
         started = time.time()
@@ -371,7 +387,7 @@ class _no_tracking:
     def __exit__(self, *exc_info):
         return False
 
-    def migrating(self, backup, plan=None):
+    def migrating(self, snapshot, backup, plan=None):
         pass
 
 

@@ -158,11 +158,11 @@ class RunMarker:
                 os.unlink(path)
 
     @contextlib.contextmanager
-    def tracking(self, holder, snapshot):
+    def tracking(self, holder):
         """Marks the run from backup to verified end; the marker stays only when the run did
         not end in a known state (a failed restore, or something that is no DbsafeError)."""
         self.write(phase="backup", holder=holder)
-        self._holder, self._snapshot = holder, snapshot
+        self._holder = holder
         try:
             yield self
         except RestoreFailed:
@@ -172,8 +172,9 @@ class RunMarker:
             raise
         self.clear()
 
-    def migrating(self, backup, plan=None):
-        self.write(phase="migrating", holder=self._holder, snapshot=self._snapshot,
+    def migrating(self, snapshot, backup, plan=None):
+        """Migrate starts: ``snapshot`` is the database before it, ``backup`` its backup."""
+        self.write(phase="migrating", holder=self._holder, snapshot=snapshot,
                    backup=backup and {"path": backup["path"], "sha256": backup["sha256"]},
                    plan=list(plan or []))
 
@@ -203,10 +204,20 @@ def unexplained_changes(record, current):
     return real, unexplained
 
 
-def take_over(marker, holder, engine, store_for, warn):
+def restore_and_prove(store, path, engine, before, timed=None):
+    """Restore the backup ``path`` with ``store`` into ``engine``'s database, then compare the
+    database with ``before`` (its snapshot before the run); returns the differences, [] when
+    it is proven equal. A failed restore raises its DbsafeError. ``timed(name, function,
+    *args)`` runs (and times) the two steps."""
+    timed = timed or (lambda name, function, *args: function(*args))
+    timed("restore", store.restore, path, engine)
+    return diff_snapshots(before, timed("snapshot_after_restore", engine.snapshot))
+
+
+def take_over(marker, holder, engine, store, warn):
     """Called with the lock held, before anything else: deal with what a dead run left.
 
-    ``store_for(directory)`` makes the BackupStore to restore with; ``warn(message)``.
+    ``store`` is the BackupStore to restore with; ``warn(message)``.
     """
     previous = (holder or {}).get("taken_over_from")
     if previous and not (marker and marker.read()):
@@ -247,15 +258,13 @@ def take_over(marker, holder, engine, store_for, warn):
             warn(message)
             return message
         try:
-            store_for(os.path.dirname(path)).restore(path, engine)
-            restored = engine.snapshot()
+            differences = restore_and_prove(store, path, engine, record["snapshot"])
         except DbsafeError as error:
             raise RestoreFailed(
                 "the run %s died while migrating; restoring its backup %s failed: %s. The "
                 "database is in an unknown state; the marker %s is kept"
                 % (describe(record.get("holder")), path, error.msg, record["path"]),
                 restored=False, marker=record["path"])
-        differences = diff_snapshots(record["snapshot"], restored)
         if differences:
             raise RestoreFailed(
                 "the run %s died while migrating; its backup %s was restored but the database "

@@ -89,8 +89,10 @@ options:
     default: 1
   compression:
     description:
-      - Compression of the backup stream. V(auto) is V(none) for formats that compress
-        themselves (PostgreSQL custom and directory) and zstd when available, else gzip.
+      - Compression of the backup stream. V(auto) is V(none) for the formats C(pg_dump)
+        compresses itself (PostgreSQL V(custom) and V(directory)); for the others (PostgreSQL
+        V(plain), MySQL/MariaDB V(sql), SQLite V(sqlite)) it is V(zstd) when the C(zstd)
+        binary is installed, else V(gzip).
       - The PostgreSQL directory format takes only V(auto) or V(none), because C(pg_dump) compresses
         each of its files itself.
     type: str

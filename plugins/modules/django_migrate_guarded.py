@@ -87,8 +87,9 @@ options:
   compression:
     description:
       - Compression of the backup stream. V(zstd) needs the C(zstd) binary.
-      - V(auto) is V(none) for PostgreSQL's custom format (it compresses itself) and V(gzip)
-        otherwise.
+      - V(auto) is V(none) on PostgreSQL (its backup is C(pg_dump)'s custom format, which
+        C(pg_dump) compresses itself), and on MySQL/MariaDB and SQLite V(zstd) when the
+        C(zstd) binary is installed, else V(gzip).
     type: str
     choices: [auto, gzip, zstd, none]
     default: auto
@@ -140,7 +141,7 @@ options:
         default: []
       code_after_migrate:
         description:
-          - Run O(downtime.code) after the migration instead of before it (a rollback: the
+          - Run O(downtime.code) after the migration instead of before it (a rollback, the
             older code no longer has the migrations to unapply). A failure then leaves the
             code as it was.
         type: bool
@@ -294,6 +295,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.downtime import (
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import DbsafeError
 from ansible_collections.dbsafe.django.plugins.module_utils.guard import (
+    GUARD_ARGUMENT_SPEC,
     GuardedMigrate,
     GuardOptions,
 )
@@ -307,27 +309,13 @@ from ansible_collections.dbsafe.django.plugins.module_utils.project import (
     PROJECT_MUTUALLY_EXCLUSIVE,
 )
 
-GUARD_OPTIONS = dict(
-    app=dict(type="str"),
-    migration=dict(type="str"),
-    allow_data_loss=dict(type="bool", default=False),
-    allow_ghosts=dict(type="bool", default=False),
-    allow_fake=dict(type="bool", default=False),
-    fake=dict(type="bool", default=False),
-    fake_initial=dict(type="bool", default=False),
-    backup=dict(type="bool", default=True),
-    backup_dir=dict(type="path"),
-    compression=dict(type="str", choices=["auto", "gzip", "zstd", "none"], default="auto"),
-    keep=dict(type="int"),
-    lock_timeout=dict(type="int", default=300),
-)
-
 DOWNTIME_OPTION = dict(type="dict", options=SERVICE_OPTIONS)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(PROJECT_ARGUMENT_SPEC, downtime=DOWNTIME_OPTION, **GUARD_OPTIONS),
+        argument_spec=dict(PROJECT_ARGUMENT_SPEC, downtime=DOWNTIME_OPTION,
+                           **GUARD_ARGUMENT_SPEC),
         mutually_exclusive=PROJECT_MUTUALLY_EXCLUSIVE + [("fake", "fake_initial")],
         required_by={"migration": "app"},
         required_if=[("backup", True, ["backup_dir"])],
@@ -338,8 +326,7 @@ def main():
         module.fail_json(msg="keep must be 1 or more (got %d)" % params["keep"])
     if params["lock_timeout"] < 0:
         module.fail_json(msg="lock_timeout must not be negative")
-    options = GuardOptions(database=params["database"], **dict(
-        (name, params[name]) for name in GUARD_OPTIONS))
+    options = GuardOptions.from_params(params)
     runner = runner_for(module)
     window = None
     if params["downtime"] is not None:

@@ -24,7 +24,7 @@ description:
   - O(state=restored) is for the hosts a failed deploy stopped - O(code_back), then the
     start command.
   - The commands are argv lists run without a shell, with O(environment) as their process
-    environment: the project's secrets never appear on a command line.
+    environment, so the project's secrets never appear on a command line.
 author:
   - dbsafe.django developers (@dbsafe)
 options:
@@ -74,7 +74,7 @@ options:
     default: []
   code_after_migrate:
     description:
-      - The code comes with O(state=started) instead of O(state=stopped) (a rollback: the
+      - The code comes with O(state=started) instead of O(state=stopped) (a rollback, the
         older code no longer has the migrations to unapply).
     type: bool
     default: false

@@ -39,7 +39,7 @@ options:
       plan:
         description:
           - The steps that ran (a guarded migrate's C(plan)), each with C(migration) and
-            C(backwards): forward steps must be applied, backwards steps not.
+            C(backwards) - forward steps must be applied, backwards steps not.
         type: list
         elements: dict
         default: []

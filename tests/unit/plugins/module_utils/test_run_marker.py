@@ -16,6 +16,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils import run_marker
 from ansible_collections.dbsafe.django.plugins.module_utils.run_marker import (
     RunMarker,
     holder_alive,
+    restore_and_prove,
     take_over,
     takeover_decision,
     unexplained_changes,
@@ -55,18 +56,19 @@ def test_holder_alive_only_for_a_running_process_of_this_host():
 
 def test_tracking_clears_on_success_and_known_failures_but_keeps_after_a_failed_restore(tmp_path):
     marker = RunMarker(str(tmp_path), "default-db")
-    with marker.tracking(DEAD, {"schema": {}}) as track:
+    with marker.tracking(DEAD) as track:
         assert marker.read()["phase"] == "backup"
-        track.migrating({"path": "/b/x", "sha256": "0" * 64})
+        track.migrating({"schema": {}}, {"path": "/b/x", "sha256": "0" * 64})
         assert marker.read()["phase"] == "migrating"
+        assert marker.read()["snapshot"] == {"schema": {}}
         assert os.stat(marker.path).st_mode & 0o777 == 0o600
     assert marker.read() is None
     with pytest.raises(MigrationFailed):
-        with marker.tracking(DEAD, {}):
+        with marker.tracking(DEAD):
             raise MigrationFailed("restored and verified")
     assert marker.read() is None
     with pytest.raises(RestoreFailed):
-        with marker.tracking(DEAD, {}):
+        with marker.tracking(DEAD):
             raise RestoreFailed("the restore failed too")
     assert marker.read()["phase"] == "backup"
 
@@ -91,7 +93,7 @@ def test_take_over_refuses_and_keeps_the_marker_of_a_live_run(tmp_path):
 def test_a_marker_that_cannot_be_written_is_a_backup_error(tmp_path):
     marker = RunMarker(str(tmp_path / "missing-directory"), "x")
     with pytest.raises(BackupError) as raised:
-        with marker.tracking(DEAD, {}):
+        with marker.tracking(DEAD):
             pass
     assert "cannot write the run marker" in raised.value.msg
 
@@ -179,3 +181,34 @@ def test_a_killed_process_not_yet_reaped_is_not_alive():
         assert run_marker._pid_exists(os.getpid())
     finally:
         child.wait()
+
+
+class _Store:
+    def __init__(self, error=None):
+        self.error = error
+        self.restored = []
+
+    def restore(self, path, engine):
+        if self.error:
+            raise self.error
+        self.restored.append(path)
+
+
+class _Engine:
+    def __init__(self, snapshot):
+        self.snapshot = lambda: snapshot
+
+
+def test_restore_and_prove_restores_then_compares_with_the_snapshot_before():
+    before = _snapshot(["id"], 2, "h", [["books", "0001"]])
+    store = _Store()
+    assert restore_and_prove(store, "/b/x", _Engine(before), before) == []
+    assert store.restored == ["/b/x"]
+    after = _snapshot(["id"], 3, "h2", [["books", "0001"]])
+    assert restore_and_prove(store, "/b/x", _Engine(after), before) != []
+    steps = []
+    restore_and_prove(store, "/b/x", _Engine(before), before,
+                      timed=lambda name, function, *args: steps.append(name) or function(*args))
+    assert steps == ["restore", "snapshot_after_restore"]
+    with pytest.raises(RestoreFailed):
+        restore_and_prove(_Store(RestoreFailed("no")), "/b/x", _Engine(before), before)
