@@ -118,6 +118,7 @@ class BackupJob:
 
     def restore(self, store, engine, label):
         source = self._source(store, label, engine)
+        store = self._store_of(source, store)
         manifest = store.verify(source, engine, restore_jobs=self.params["jobs"])
         media = None
         if self.params["include_media"] and manifest.get("media"):
@@ -149,7 +150,7 @@ class BackupJob:
         store = self._store(create=False)
         source = self._source(store, self.params.get("label") or backup_label(engine.connection),
                               engine)
-        manifest = store.verify(source, engine)
+        manifest = self._store_of(source, store).verify(source, engine)
         return {"changed": False, "backup": public_manifest(manifest), "verified": True,
                 "msg": "backup %s is complete and intact" % manifest["file"]}
 
@@ -180,6 +181,13 @@ class BackupJob:
         if self.check_mode and not os.path.isdir(directory):
             raise BackupError("backup_dir %s does not exist yet (check mode creates nothing)"
                               % directory)
+        return BackupStore(directory, self.runner)
+
+    def _store_of(self, path, store):
+        """The store of the backup ``path``: its manifest and media archive lie beside it."""
+        directory = os.path.dirname(os.path.abspath(path))
+        if directory == os.path.abspath(store.directory):
+            return store
         return BackupStore(directory, self.runner)
 
     def _source(self, store, label, engine):

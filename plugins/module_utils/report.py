@@ -125,7 +125,9 @@ def migration_report(host, result):
         "changed": bool(result.get("changed")),
         "failed": bool(result.get("failed")),
         "restored": bool(result.get("restored")),
-        "plan": [step.get("migration") for step in result.get("plan") or []],
+        # A failed run's plan is its names; a successful one's, its steps.
+        "plan": [step if isinstance(step, str) else step.get("migration")
+                 for step in result.get("plan") or []],
         "applied": result.get("applied") or [],
         "backup": result.get("backup"),
         "duration_seconds": result.get("duration"),

@@ -30,9 +30,8 @@ ROLE_RESET_PLAY = [{
     "hosts": "{{ target }}",
     "gather_facts": False,
     "tasks": [{"name": "Reset through the role", "ansible.builtin.include_role": {
-        "name": "dbsafe.django.django_migrate"},
-        "vars": {"django_migrate_action": "reset",
-                 "django_migrate_reset_confirm": "{{ target }}"}}],
+        "name": "dbsafe.django.django_migrate", "tasks_from": "reset"},
+        "vars": {"django_migrate_reset_confirm": "{{ target }}"}}],
 }]
 
 

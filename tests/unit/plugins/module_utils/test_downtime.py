@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from ansible_collections.dbsafe.django.plugins.module_utils import introspect, project
-from ansible_collections.dbsafe.django.plugins.module_utils.downtime import ServiceWindow
+from ansible_collections.dbsafe.django.plugins.module_utils.downtime import (
+    ServiceWindow,
+    service_commands,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     MigrationFailed,
     RestoreFailed,
@@ -156,3 +159,97 @@ def test_warming_up_loads_neither_settings_nor_project_modules(tmp_path):
     assert "django.core.management.commands.migrate" in answer["result"]["warmed"]
     assert not marker.exists()
     assert introspect.RESULT_MARKER in proc.stdout
+
+
+# --- the halves on their own (the other app hosts of a fleet: django_service) ---------------
+
+
+def test_down_stops_then_switches_the_code_and_up_starts(tmp_path):
+    log = Log(tmp_path)
+    halves = window(log)
+
+    halves.down()
+    assert log.lines() == ["stop", "code"]
+    report = halves.up()
+
+    assert log.lines() == ["stop", "code", "start"]
+    assert report["stopped_at"] <= report["started_at"] and report["left_stopped"] is False
+
+
+def test_a_rollback_brings_the_code_after_the_migration(tmp_path):
+    log = Log(tmp_path)
+    commands = dict((step, log.command(step)) for step in ("stop", "code", "code_back", "start"))
+    rollback = ServiceWindow(Runner(run_command), commands, code_after_migrate=True)
+
+    def work():
+        assert log.lines() == ["stop"]  # the old code still has the migrations to unapply
+        return {"changed": True}
+
+    rollback.around(work)
+
+    assert log.lines() == ["stop", "code", "start"]
+
+
+def test_a_failed_rollback_migration_leaves_the_code_alone(tmp_path):
+    log = Log(tmp_path)
+    commands = dict((step, log.command(step)) for step in ("stop", "code", "code_back", "start"))
+    rollback = ServiceWindow(Runner(run_command), commands, code_after_migrate=True)
+
+    def work():
+        raise MigrationFailed("restored")
+
+    with pytest.raises(MigrationFailed):
+        rollback.around(work)
+
+    assert log.lines() == ["stop", "start"]
+
+
+def test_putting_back_runs_code_back_then_start(tmp_path):
+    log = Log(tmp_path)
+
+    window(log).up("code_back")
+
+    assert log.lines() == ["code_back", "start"]
+
+
+def test_a_failed_restore_marks_the_window_left_stopped(tmp_path):
+    log = Log(tmp_path)
+
+    def work():
+        raise RestoreFailed("THE RESTORE ALSO FAILED")
+
+    with pytest.raises(RestoreFailed) as caught:
+        window(log).around(work)
+
+    assert caught.value.details["downtime"]["left_stopped"] is True
+
+
+def test_systemd_units_become_systemctl_commands():
+    commands = service_commands({"services": ["shop.service", "worker.service"],
+                                 "stop": ["ignored"], "code": ["git", "reset"]})
+
+    assert commands["stop"] == ["systemctl", "stop", "shop.service", "worker.service"]
+    assert commands["start"] == ["systemctl", "start", "shop.service", "worker.service"]
+    assert commands["status"] == ["systemctl", "is-active", "--quiet", "shop.service",
+                                  "worker.service"]
+    assert commands["code"] == ["git", "reset"]
+
+
+def test_the_status_command_says_whether_the_application_runs(tmp_path):
+    running = ServiceWindow(Runner(run_command), {"status": ["/bin/true"]})
+    down = ServiceWindow(Runner(run_command), {"status": ["/bin/false"]})
+    unknown = ServiceWindow(Runner(run_command), {})
+
+    assert running.is_running() is True
+    assert down.is_running() is False
+    assert unknown.is_running() is None
+
+
+def test_the_commands_get_the_environment_in_their_process_not_their_argv(tmp_path):
+    out = tmp_path / "env"
+    command = ["/bin/sh", "-c", 'echo "$APP_PASSWORD" > "$0"', str(out)]
+    ServiceWindow(Runner(run_command), {"stop": command},
+                  {"APP_PASSWORD": "pw-123"}).down()
+
+    assert out.read_text().strip() == "pw-123"
+    assert "pw-123" not in " ".join(command)

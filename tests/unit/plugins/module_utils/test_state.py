@@ -43,7 +43,8 @@ def test_migration_facts_never_carry_the_password():
     facts = state.migration_facts(RESULT)
     assert "s3cret" not in repr(facts)
     assert facts["database"] == {"alias": "default", "vendor": "postgresql", "name": "shop",
-                                 "host": "db1", "port": "5432", "user": "shop"}
+                                 "host": "db1", "port": "5432", "user": "shop",
+                                 "key": "postgresql|db1|5432|shop"}
 
 
 def test_migration_facts_counts_and_lists():
@@ -102,3 +103,46 @@ def test_removals_in_apps_without_applied_migrations_lose_nothing():
         ["contenttypes.0002"]
     assert state.lossy_steps(plan, []) == []
     assert len(state.lossy_steps(plan)) == 2
+
+
+def test_plan_problems_names_steps_not_reached_and_what_is_left():
+    facts = {"applied_rows": ["books.0001_initial", "books.0003_x"],
+             "plan": ["books.0004_y"], "pending_changes": {"books": ["Add field z to book"]},
+             "conflicts": {}}
+    plan = [step("books.0002_pages"), step("books.0003_x", backwards=True)]
+
+    problems = state.plan_problems(facts, plan, complete=True)
+
+    assert problems == ["books.0002_pages was not applied", "books.0003_x is still applied",
+                        "not applied: books.0004_y",
+                        "makemigrations --check is not clean: books: Add field z to book"]
+
+
+def test_plan_problems_of_one_app_to_a_target_ignore_the_rest_of_the_plan():
+    facts = {"applied_rows": ["books.0002_pages"], "plan": ["authors.0002_x"],
+             "pending_changes": {}, "conflicts": {}}
+
+    assert state.plan_problems(facts, [step("books.0002_pages")], complete=False) == []
+
+
+def test_plan_problems_read_the_applied_set_from_the_apps_too():
+    facts = {"apps": {"books": [{"name": "0001_initial", "applied": True}]},
+             "plan": [], "conflicts": {"books": ["0002_a", "0002_b"]}}
+
+    assert state.plan_problems(facts, [step("books.0001_initial")]) == [
+        "conflicting migrations in books: 0002_a, 0002_b"]
+
+
+def test_the_database_key_is_the_same_for_hosts_of_one_server_database():
+    server = {"vendor": "postgresql", "NAME": "shop", "HOST": "db1", "PORT": "5432"}
+    other = dict(server, NAME="shop_staging")
+
+    assert state.public_database(server)["key"] == state.public_database(dict(server))["key"]
+    assert state.public_database(server)["key"] != state.public_database(other)["key"]
+
+
+def test_an_sqlite_database_key_belongs_to_its_machine():
+    sqlite = {"vendor": "sqlite", "NAME": "/srv/shop/db.sqlite3"}
+
+    assert (state.public_database(sqlite, hostname="web1")["key"]
+            != state.public_database(sqlite, hostname="web2")["key"])

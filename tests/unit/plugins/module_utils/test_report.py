@@ -1,0 +1,95 @@
+"""report.py: the deploy report tells the truth per host, from the modules' results."""
+from ansible_collections.dbsafe.django.plugins.module_utils.report import (
+    build_report,
+    render_markdown,
+)
+
+PREFLIGHT = {"revision_before": "aaa", "revision_wanted": "bbb", "plan": [], "code_switch": True}
+
+
+def window(stopped=None, started=None, steps=()):
+    return {"stopped_at": stopped, "started_at": started, "steps": list(steps),
+            "left_stopped": False}
+
+
+def ok(step):
+    return {"step": step, "rc": 0, "seconds": 0.1}
+
+
+MIGRATED = {"changed": True, "msg": "applied 1 step(s)", "applied": [
+    {"migration": "books.0006_x", "action": "applying", "ok": True, "seconds": 0.01}],
+    "plan": [{"migration": "books.0006_x", "backwards": False}],
+    "backup": {"path": "/b/x.zst", "sha256": "f" * 64, "size": 10},
+    "downtime": window(100.0, 103.0, [ok("stop"), ok("code"), ok("start")])}
+
+
+def test_a_fleet_deploy_reports_each_host_and_the_downtime_from_first_stop_to_last_start():
+    entries = [
+        {"host": "app1", "preflight": PREFLIGHT, "migrate": MIGRATED},
+        {"host": "app2", "preflight": PREFLIGHT,
+         "down": {"window": window(99.0, None, [ok("stop"), ok("code")])},
+         "up": {"window": window(None, 104.5, [ok("start")])}},
+    ]
+
+    report = build_report("deploy", entries, finished=105.0)
+
+    assert report["result"] == "succeeded" and report["message"] == "applied 1 step(s)"
+    assert report["downtime_seconds"] == 5.5
+    app1, app2 = report["hosts"]
+    assert app1["service"] == app2["service"] == "stopped, started again"
+    assert app1["migrated_here"] and not app2["migrated_here"]
+    assert app1["revision_after"] == app2["revision_after"] == "bbb"
+    assert app2["downtime_seconds"] == 5.5
+    assert report["migrations"][0]["host"] == "app1"
+    assert "| app2 | stopped, started again | aaa | bbb |" in render_markdown(report)
+
+
+def test_a_host_unreachable_before_the_downtime_is_never_stopped_and_fails_the_report():
+    entries = [
+        {"host": "app1", "preflight": PREFLIGHT, "failure": "app3 could not be taken down"},
+        {"host": "app2", "preflight": PREFLIGHT,
+         "down": {"window": window(99.0, None, [ok("stop"), ok("code")])},
+         "up": {"window": window(None, 99.8, [ok("code_back"), ok("start")])},
+         "failure": "app3 could not be taken down"},
+        {"host": "app3", "preflight": PREFLIGHT, "down": {"unreachable": True, "msg": "ssh"}},
+    ]
+
+    report = build_report("deploy", entries, finished=100.0)
+
+    assert report["result"] == "failed"
+    assert report["unreachable"] == ["app3"]
+    services = dict((h["host"], h["service"]) for h in report["hosts"])
+    assert services == {"app1": "never stopped", "app2": "stopped, started again",
+                        "app3": "unreachable"}
+    assert report["hosts"][1]["revision_after"] == "aaa"  # the code was put back
+    assert report["message"] == "app3 could not be taken down"
+
+
+def test_a_failed_restore_reports_the_host_left_stopped():
+    failed = dict(MIGRATED, failed=True, changed=True, msg="THE RESTORE ALSO FAILED",
+                  downtime=dict(window(100.0, None, [ok("stop"), ok("code")]), left_stopped=True))
+    report = build_report("deploy", [{"host": "app1", "preflight": PREFLIGHT, "migrate": failed}],
+                          finished=101.0)
+
+    assert report["result"] == "failed"
+    assert report["hosts"][0]["service"] == "LEFT STOPPED"
+    assert report["downtime_seconds"] == "not started"
+    assert "THE RESTORE ALSO FAILED" in report["message"]
+
+
+def test_nothing_to_do_stops_nothing():
+    report = build_report("deploy", [{"host": "app1", "preflight": dict(PREFLIGHT, code_switch=False),
+                                      "migrate": None}], finished=1.0)
+
+    assert report["result"] == "nothing to do" and report["downtime_seconds"] is None
+    assert report["hosts"][0]["service"] == "never stopped"
+
+
+def test_a_failed_migration_reports_its_plan_by_name():
+    failed = dict(MIGRATED, failed=True, restored=True, plan=["books.0006_x", "books.0007_y"],
+                  msg="migration books.0007_y failed. The backup was restored")
+    report = build_report("deploy", [{"host": "app1", "preflight": PREFLIGHT, "migrate": failed}],
+                          finished=104.0)
+
+    assert report["migrations"][0]["plan"] == ["books.0006_x", "books.0007_y"]
+    assert report["migrations"][0]["restored"] is True
