@@ -61,7 +61,7 @@ STOP_PIDFILE = os.path.join(ROOT, "tests", "integration", "stop_pidfile.sh")
 APP_PACKAGES = ("Django", "asgiref", "sqlparse", "psycopg", "psycopg-binary", "PyMySQL",
                 "typing_extensions")
 MASK = "<SECRET>"
-INTERVAL = 0.005  # the sampler's pause between two reads of /proc/*/cmdline
+INTERVAL = 0.010  # a pass over every /proc/*/cmdline starts every 10 ms (or at once after a slow one)
 
 
 def missing(message):
@@ -419,48 +419,49 @@ class MariaDB:
 
 
 class TimedSampler(harness.ArgvSampler):
-    """tests/reliability/harness.ArgvSampler (reads every /proc/*/cmdline in a loop), plus the
-    longest pause between two of its complete passes, watched from a second thread."""
+    """tests/reliability/harness.ArgvSampler (every /proc/*/cmdline read in a loop; leaks,
+    samples and seen as there), with the pause between two complete passes measured, and run
+    at a real-time priority: on 2 busy cores (ansible, sshd, the databases, the app servers) a
+    normal thread waits 50-250 ms for a core now and then. The loop is the harness's, with the
+    timing added; a second watching thread would compete for the GIL and cause the pauses it
+    measures."""
 
     def __init__(self, secrets_):
         super().__init__(secrets_, interval=INTERVAL)
         self.max_gap = 0.0
         self.gaps_over_20ms = 0
-        self.started = self.finished = 0.0
-        self._watch = threading.Thread(target=self._watch_loop, daemon=True)
+        self.realtime = False
 
-    def __enter__(self):
-        super().__enter__()
-        self.started = time.monotonic()
-        if self._thread.is_alive() and os.geteuid() == 0:
-            # The machine is busy during a playbook run (2 cores: ansible, sshd, the databases,
-            # the app servers): the sampler thread gets a higher priority to keep its pace.
-            try:
-                os.setpriority(os.PRIO_PROCESS, self._thread.native_id, -15)
-            except OSError:
-                pass
-        self._watch.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        result = super().__exit__(*exc_info)
-        self.finished = time.monotonic()
-        self._watch.join()
-        return result
-
-    def _watch_loop(self):
-        last_count, last_time = self.samples, time.monotonic()
-        gap = 0.0
+    def _loop(self):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))  # this thread only
+            self.realtime = True
+        except (OSError, AttributeError):
+            pass
+        me = str(os.getpid())
+        previous = None
         while not self._stop.is_set():
-            time.sleep(0.002)
-            now = time.monotonic()
-            if self.samples != last_count:
+            began = time.monotonic()
+            if previous is not None:
+                gap = began - previous  # from the start of one pass to the start of the next
+                self.max_gap = max(self.max_gap, gap)
                 if gap > 0.020:
                     self.gaps_over_20ms += 1
-                last_count, last_time, gap = self.samples, now, 0.0
-            else:
-                gap = now - last_time
-                self.max_gap = max(self.max_gap, gap)
+            previous = began
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or pid == me:
+                    continue
+                try:
+                    with open("/proc/%s/cmdline" % pid, "rb") as handle:
+                        argv = handle.read()
+                except OSError:
+                    continue
+                self.seen.add((pid, argv[:80]))
+                if any(secret in argv for secret in self.secrets):
+                    self.leaks.append(argv.replace(b"\0", b" ").decode("utf-8", "replace"))
+            self.samples += 1
+            # A pass starts every INTERVAL seconds, at once after a pass that took longer.
+            time.sleep(max(0.0, self.interval - (time.monotonic() - began)))
 
 
 # --- the results ---------------------------------------------------------------------------------
@@ -616,7 +617,7 @@ class FieldApp(App):
             "ansible_become_method": "sudo",
             "ansible_become_user": harness_.users.app,
             "ansible_python_interpreter": self.python,
-            "ansible_pipelining": True,
+            "ansible_pipelining": self.fleet.pipelining,
             "django_migrate_python": self.python,
         })
         host.update(extra)
@@ -714,7 +715,9 @@ class Fleet:
         self.apps = {name: FieldApp(name, self, self.db) for name in self.HOSTS}
         self.apps["dev"] = FieldApp("dev", self, self.dev_db, version="release-2")
         self.runs = []
-        self.state = None  # (version, dev_version) the fleet is known to be in, else None
+        self.state = None  # the version the fleet is known to be on (see prepare), else None
+        self.dev_state = None
+        self.pipelining = engine == "postgresql"  # MariaDB's fleet: pipelining off, files by acl
 
     @property
     def secrets(self):
@@ -725,28 +728,26 @@ class Fleet:
 
     def prepare(self, version="release-1", dev_version=None):
         """The fleet on ``version``, its database migrated with the demo data, every server
-        running; dev (when ``dev_version``) likewise on its own database. Nothing is done when a
-        test left the fleet so (:meth:`settled`) and every server answers."""
-        wanted = (version, dev_version)
-        if self.state == wanted and all(app.answers() for app in self.serving()):
-            return self
-        for app in self.apps.values():
-            app.stop()
-        self.server.recreate(self.db)
-        for index, app in enumerate(self.fleet()):
-            app.fresh(version, migrate=index == 0, data=index == 0)
-        if dev_version:
+        running; dev (when ``dev_version``) likewise on its own database. What a test left so
+        (:meth:`settled`), with every server answering, is not made again."""
+        if not (self.state == version and all(app.answers() for app in self.fleet())):
+            for app in self.fleet():
+                app.stop()
+            self.server.recreate(self.db)
+            for index, app in enumerate(self.fleet()):
+                app.fresh(version, migrate=index == 0, data=index == 0)
+            self.state = version
+        if dev_version and not (self.dev_state == dev_version and self.apps["dev"].answers()):
+            self.apps["dev"].stop()
             self.server.recreate(self.dev_db)
             self.apps["dev"].fresh(dev_version, migrate=True, data=True)
-        self.state = wanted
+            self.dev_state = dev_version
         return self
 
-    def serving(self):
-        return self.fleet() + ([self.apps["dev"]] if self.state and self.state[1] else [])
-
-    def settled(self, version, dev_version=None):
-        """A test's playbook left the fleet as prepare(version, dev_version) would."""
-        self.state = (version, dev_version)
+    def settled(self, version=None, dev_version=None):
+        """A test's playbook left the fleet (and dev) as prepare() would."""
+        self.state = version
+        self.dev_state = dev_version
 
     def inventory(self, groups, hostvars=None, name="inventory.yml"):
         """{group: [host, ...]} -> an inventory file (0600: it holds the passwords)."""
@@ -760,9 +761,8 @@ class Fleet:
             json.dump(data, handle, indent=1)
         return path
 
-    def playbook(self, name, inventory_path, test, limit=None, pipelining=True, timeout=900,
-                 **extra_vars):
-        self.state = None
+    def playbook(self, name, inventory_path, test, limit=None, timeout=900, **extra_vars):
+        self.state = self.dev_state = None
         vars_file = os.path.join(self.dir, "extra-%d.json" % time.time_ns())
         with open(os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
             json.dump(extra_vars, handle)
@@ -772,7 +772,7 @@ class Fleet:
             argv += ["-l", limit]
         result = scan_and_record(name, argv, self.harness.ansible_env(), ROOT, self.secrets,
                                  self.harness.users, self.reports, test, self.engine, "ssh+sudo",
-                                 pipelining, timeout=timeout)
+                                 self.pipelining, timeout=timeout)
         self.runs.append(result)
         return result
 
