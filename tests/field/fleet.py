@@ -524,8 +524,11 @@ class PlaybookRun:
 
 
 def scan_and_record(name, argv, env, cwd, secrets_, users, reports_dir, test, engine, connection,
-                    pipelining, timeout=900):
-    """Run ``argv`` (ansible-playbook) watched for ``secrets_``; returns a PlaybookRun."""
+                    pipelining, timeout=900, when_printed=None):
+    """Run ``argv`` (ansible-playbook) watched for ``secrets_``; returns a PlaybookRun.
+
+    ``when_printed``: (text, action) - ``action()`` is called as soon as the output shows
+    ``text`` (e.g. a play's banner), while the run goes on."""
     secrets_ = [s for s in secrets_ if s]
     offset = users.sudo_log_size() if users else 0
     before = set(glob.glob(os.path.join(reports_dir, "*"))) if reports_dir else set()
@@ -536,8 +539,22 @@ def scan_and_record(name, argv, env, cwd, secrets_, users, reports_dir, test, en
     # competing with the sampler thread).
     with open(os.open(raw, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+") as sink:
         with TimedSampler(secrets_) as sampler:
-            proc = subprocess.run(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                  timeout=timeout, check=False)
+            child = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+            if when_printed:
+                text, action = when_printed
+                with open(raw) as follower:
+                    seen = ""
+                    while child.poll() is None and text not in seen:
+                        seen = seen[-len(text):] + follower.read()
+                        time.sleep(0.01)
+                    if text in seen:
+                        action()
+            try:
+                child.wait(timeout)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+            proc = subprocess.CompletedProcess(argv, child.returncode)
         sink.seek(0)
         output = sink.read()
     os.remove(raw)
@@ -761,7 +778,8 @@ class Fleet:
             json.dump(data, handle, indent=1)
         return path
 
-    def playbook(self, name, inventory_path, test, limit=None, timeout=900, **extra_vars):
+    def playbook(self, name, inventory_path, test, limit=None, timeout=900, when_printed=None,
+                 **extra_vars):
         self.state = self.dev_state = None
         vars_file = os.path.join(self.dir, "extra-%d.json" % time.time_ns())
         with open(os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
@@ -772,13 +790,51 @@ class Fleet:
             argv += ["-l", limit]
         result = scan_and_record(name, argv, self.harness.ansible_env(), ROOT, self.secrets,
                                  self.harness.users, self.reports, test, self.engine, "ssh+sudo",
-                                 self.pipelining, timeout=timeout)
+                                 self.pipelining, timeout=timeout, when_printed=when_printed)
         self.runs.append(result)
         return result
 
     def close(self):
         for app in self.apps.values():
             app.stop()
+
+
+PROXY = """import os, socket, sys, threading, time
+# ssh ProxyCommand of the field harness: after a second, refuse when the flag file exists (the
+# host has become unreachable), else connect to the sshd and pass the bytes both ways.
+flag, port = sys.argv[1], int(sys.argv[2])
+time.sleep(1.0)
+if os.path.exists(flag):
+    sys.exit("dbsafe field proxy: this host is unreachable now")
+sock = socket.create_connection(("127.0.0.1", port))
+def upstream():
+    while True:
+        data = os.read(0, 65536)
+        if not data:
+            sock.shutdown(socket.SHUT_WR)
+            return
+        sock.sendall(data)
+threading.Thread(target=upstream, daemon=True).start()
+while True:
+    data = sock.recv(65536)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+
+def breakable_hostvars(harness_, flag):
+    """Host vars that reach the sshd through a proxy that refuses once ``flag`` exists: the
+    host goes unreachable in the middle of a run. No ssh master connection is shared (the
+    aliases all are login@127.0.0.1:port, one ControlPath)."""
+    proxy = os.path.join(harness_.base, "proxy.py")
+    if not os.path.exists(proxy):
+        with open(proxy, "w") as handle:
+            handle.write(PROXY)
+    return {"ansible_ssh_args": "-o ControlMaster=no",
+            "ansible_ssh_common_args": "-o UserKnownHostsFile=%s -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes "
+                                       "-o ProxyCommand='%s %s %s %d'" % (harness_.sshd.known_hosts, sys.executable,
+                                                                          proxy, flag, harness_.sshd.port)}
 
 
 class Harness:

@@ -129,6 +129,40 @@ def test_a_host_unreachable_before_the_downtime_stops_nothing(engine, fleets, re
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_a_host_unreachable_after_the_preflight_is_reported_as_never_stopped(engine, fleets, request):
+    """app3 answers the preflight, then becomes unreachable when the downtime play begins (its
+    ssh goes through a proxy that refuses from then on). The run fails; app3, never stopped,
+    still runs release-1; the database is untouched (app3's old code must not meet a migrated
+    schema) and app1, app2 run release-1 again; the report calls app3 unreachable, not stopped,
+    and leaves no host stopped (issue 13, items 4 and 6)."""
+    fleet = fleets(engine).prepare("release-1")
+    app3_pid = fleet.apps["app3"].pid()
+    before = snapshot(fleet.db)
+    flag = os.path.join(fleet.dir, "app3-unreachable")
+    if os.path.exists(flag):
+        os.remove(flag)
+    inventory = fleet.inventory({"django": FLEET}, {"app3": field.breakable_hostvars(fleet.harness, flag)},
+                                name="inventory-breakable.yml")
+
+    run = fleet.playbook("deploy", inventory, request.node.name,
+                         when_printed=("PLAY [Deploy | Downtime", lambda: open(flag, "w").close()))
+
+    assert run.rc != 0, run.tail()
+    assert os.path.exists(flag), "the downtime play never began:\n" + run.tail()
+    assert fleet.apps["app3"].pid() == app3_pid and fleet.apps["app3"].answers()
+    assert_all_answer(fleet)
+    for name in ("app1", "app2"):
+        assert fleet.apps[name].head_revision() == fleet.shas["release-1"], name
+    assert diff_snapshots(before, snapshot(fleet.db)) == []
+    report = reports(fleet.apps["app1"])[-1]
+    hosts = dict((h["host"], h) for h in report["hosts"])
+    assert hosts["app3"].get("stopped_at") is None, hosts["app3"]
+    assert str(hosts["app3"].get("service", "")).startswith("unreachable"), hosts["app3"]
+    assert not [h for h in report["hosts"] if "LEFT STOPPED" in str(h.get("service", ""))], report["hosts"]
+    fleet.settled("release-1")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 def test_reset_on_a_protected_host_is_refused_and_changes_nothing(engine, fleets, request):
     fleet = fleets(engine).prepare("release-1")
     before = snapshot(fleet.db)
