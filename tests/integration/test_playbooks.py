@@ -318,7 +318,7 @@ def test_failing_migration_is_restored_and_the_service_comes_back(mysql_database
     rc, output = playbook("deploy", inventory(tmp_path, {"django": {"app1": app.hostvars()}}), tmp_path)
 
     assert rc != 0, output
-    assert "Migrate once, on app1, inside its own stop, code switch and start" in output
+    assert "Migrate once, inside the migrating host's own stop, code switch and start" in output
     assert "Deploy failed on app1: migration books.%s failed" % failing in output, output[-3000:]
     assert "was restored and verified" in output
     assert diff_snapshots(before, snapshot(mysql_database)) == []
