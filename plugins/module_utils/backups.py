@@ -177,8 +177,8 @@ class BackupStore:
             raise BackupError(
                 "backup %s was taken from a %s database; it cannot be restored into %s"
                 % (manifest["file"], manifest.get("engine"), engine_name), file=manifest["file"])
-        test = restore_jobs is None or not backup_verify.sha256_suffices(manifest, engine,
-                                                                          restore_jobs)
+        test = (restore_jobs is None
+                or not backup_verify.sha256_suffices(manifest, engine, restore_jobs))
         if is_directory_backup(manifest):
             backup_verify.verify_directory(self.runner, manifest, test)
         else:

@@ -117,17 +117,8 @@ def verification_problems(before, after, plan):
     """What is wrong with the state after migrate, given the plan. Pure."""
     if after.get("facts") is None:
         return ["cannot read the migration state after migrate: %s" % after.get("facts_error")]
-    applied = set(after["facts"]["applied_rows"])
-    problems = []
-    for step in plan:
-        if step["backwards"] and step["migration"] in applied:
-            problems.append("%s is still applied" % step["migration"])
-        if not step["backwards"] and step["migration"] not in applied:
-            problems.append("%s was not applied" % step["migration"])
-    pending = after["facts"].get("pending_changes") or {}
-    if pending:
-        problems.append("makemigrations --check is not clean: %s" % "; ".join(
-            "%s: %s" % (app, ", ".join(ops)) for app, ops in sorted(pending.items())))
+    # The steps, model changes without a migration (conflicts were refused before migrating).
+    problems = state.plan_problems(after["facts"], plan, complete=False)
     new_ghosts = sorted(set(after["facts"]["ghosts"]) - set(before["facts"]["ghosts"]))
     if new_ghosts:
         problems.append("new ghost migrations: %s" % ", ".join(new_ghosts))
