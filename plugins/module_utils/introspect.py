@@ -478,21 +478,55 @@ def gather(request, connection, entry, timings):
     return facts
 
 
-# "  Applying books.0002_x... OK (0.012s)" as migrate prints it at verbosity 2 (3.2 to 5.2).
-STEP_LINE = r"^\s*(Applying|Unapplying|Faking|Unfaking) (\S+?)\.{3}(.*)$"
+class StepRecorder:
+    """Records each step of a migrate through Django's own progress callback (the one
+    ``manage.py migrate`` prints its "Applying x... OK" lines from): name, action, outcome and
+    duration, whatever the verbosity or the output's wording."""
+
+    ACTIONS = {"apply": ("applying", "faking"), "unapply": ("unapplying", "unfaking")}
+
+    def __init__(self):
+        self.steps = []
+        self._started = None
+
+    def __call__(self, action, migration=None, fake=False):
+        kind, _sep, phase = action.partition("_")
+        if kind not in self.ACTIONS:
+            return  # render_start / render_success: the project state, not a step
+        if phase == "start":
+            self._started = time.time()
+            self.steps.append({"migration": "%s.%s" % (migration.app_label, migration.name),
+                               "action": self.ACTIONS[kind][1 if fake else 0],
+                               "ok": False, "seconds": None})
+        elif phase == "success" and self.steps:
+            self.steps[-1].update(ok=True, seconds=round(time.time() - self._started, 4))
+
+
+def migrate_command_recording(recorder):
+    """The project's own ``migrate`` command (an app may override it), with ``recorder``
+    called from its progress callback before the command's own."""
+    from django.core.management import get_commands, load_command_class
+
+    base = load_command_class(get_commands()["migrate"], "migrate").__class__
+
+    class Recording(base):
+        def migration_progress_callback(self, action, migration=None, fake=False):
+            recorder(action, migration, fake)
+            return super(Recording, self).migration_progress_callback(action, migration, fake)
+
+    return Recording()
 
 
 def migrate(request, connection, entry, timings):
     """Run ``migrate`` in-process (signals, run_syncdb and all, as manage.py would), recording
     each step and its duration; never raises: a failure is part of the answer."""
     import io
-    import re
     from django.core.management import call_command
 
     options = {
         "database": connection.alias,
         "interactive": False,
-        "verbosity": 2,
+        "verbosity": 1,
         "fake": bool(request.get("fake")),
         "fake_initial": bool(request.get("fake_initial")),
     }
@@ -501,30 +535,17 @@ def migrate(request, connection, entry, timings):
     if target:
         args = [target["app"]] + ([target["migration"]] if target.get("migration") else [])
     output = io.StringIO()
+    recorder = StepRecorder()
     started = time.time()
     error = None
     try:
-        call_command("migrate", *args, stdout=output, stderr=output, **options)
+        call_command(migrate_command_recording(recorder), *args, stdout=output, stderr=output,
+                     **options)
     except BaseException as exc:  # SystemExit and KeyboardInterrupt included: report, then stop
         error = {"type": exc.__class__.__name__, "message": str(exc),
                  "traceback": traceback.format_exc()}
     timings["migrate"] = round(time.time() - started, 4)
-    steps = []
-    for line in output.getvalue().splitlines():
-        match = re.match(STEP_LINE, line)
-        if not match:
-            continue
-        status = match.group(3).strip()
-        seconds = re.search(r"\(([\d.]+)s\)", status)
-        steps.append({
-            "migration": match.group(2),
-            "action": match.group(1).lower(),
-            "ok": status.startswith("OK") or status.startswith("FAKED"),
-            "seconds": float(seconds.group(1)) if seconds else None,
-        })
-    if error is not None and steps and steps[-1]["ok"]:
-        steps[-1]["ok"] = None  # the failure came after the last reported step
-    return {"steps": steps, "error": error, "output": output.getvalue()[-20000:]}
+    return {"steps": recorder.steps, "error": error, "output": output.getvalue()[-20000:]}
 
 
 def management_command(request, connection, timings):
