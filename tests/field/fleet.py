@@ -561,9 +561,16 @@ def scan_and_record(name, argv, env, cwd, secrets_, users, reports_dir, test, en
     seconds = time.time() - begin
     sudo_log = users.sudo_log_since(offset) if users else ""
     report_text = ""
+    new_reports = []
     for path in sorted(set(glob.glob(os.path.join(reports_dir, "*"))) - before) if reports_dir else []:
         with open(path, errors="replace") as handle:
-            report_text += handle.read()
+            text = handle.read()
+        report_text += text
+        if path.endswith(".json"):
+            try:
+                new_reports.append(json.loads(text))
+            except ValueError:
+                pass
     leaks = sorted(set(sampler.leaks))
     hits = {"cmdline": len(leaks),
             "vvv_output": sum(output.count(s) for s in secrets_),
@@ -589,7 +596,9 @@ def scan_and_record(name, argv, env, cwd, secrets_, users, reports_dir, test, en
     RUNS.append(entry)
     write_results()
     entry = dict(entry, _secrets=secrets_)
-    return PlaybookRun(proc.returncode, output, entry)
+    result = PlaybookRun(proc.returncode, output, entry)
+    result.reports = new_reports  # the reports (JSON) this run wrote, oldest first
+    return result
 
 
 # --- the apps and the fleet ----------------------------------------------------------------------
@@ -766,10 +775,13 @@ class Fleet:
         self.state = version
         self.dev_state = dev_version
 
-    def inventory(self, groups, hostvars=None, name="inventory.yml"):
-        """{group: [host, ...]} -> an inventory file (0600: it holds the passwords)."""
+    def inventory(self, groups, hostvars=None, name="inventory.yml", parents=None):
+        """{group: [host, ...]} (and {parent group: [child group, ...]}) -> an inventory file
+        (0600: it holds the passwords)."""
         hostvars = hostvars or {}
         data = {"all": {"children": {}}}
+        for parent, children in (parents or {}).items():
+            data["all"]["children"][parent] = {"children": dict((child, None) for child in children)}
         for group, hosts in groups.items():
             data["all"]["children"][group] = {"hosts": dict(
                 (host, self.apps[host].hostvars(**hostvars.get(host, {}))) for host in hosts)}

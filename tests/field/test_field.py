@@ -13,14 +13,13 @@ import re
 import secrets
 import shutil
 import subprocess
-import time
 
 import pytest
 
 import fleet as field
 import harness as r4
 from ansible_run import ROOT, _bin, ansible_env, run_module
-from test_playbooks import SUBTITLE, free_port, recap, reports
+from test_playbooks import SUBTITLE, free_port, recap
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
 
 ENGINES = ["postgresql", "mysql"]
@@ -60,7 +59,8 @@ def test_deploy_brings_every_host_to_release_2(engine, fleets, request):
         assert app.pid() != before[name], "%s was not restarted" % name
     assert "books." + SUBTITLE in fleet.apps["app1"].applied()
     assert_all_answer(fleet)
-    [report] = reports(fleet.apps["app1"])[-1:]
+    assert run.reports, "no report written"
+    report = run.reports[-1]
     assert report["result"] == "succeeded"
     assert [h["host"] for h in report["hosts"]] == list(FLEET)
     fleet.settled("release-2")
@@ -80,8 +80,8 @@ def test_rollback_unapplies_and_brings_the_code_back_on_every_host(engine, fleet
     for name in FLEET:
         assert fleet.apps[name].head_revision() == fleet.shas["release-1"], name
     assert_all_answer(fleet)
-    [report] = reports(fleet.apps["app1"], "rollback")[-1:]
-    assert report["result"] == "succeeded"
+    assert run.reports, "no report written"
+    assert run.reports[-1]["result"] == "succeeded"
     fleet.settled("release-1")
 
 
@@ -121,10 +121,9 @@ def test_a_host_unreachable_before_the_downtime_stops_nothing(engine, fleets, re
     for name in ("app1", "app2"):
         assert fleet.apps[name].head_revision() == fleet.shas["release-1"], name
     assert diff_snapshots(before, snapshot(fleet.db)) == []
-    for report in reports(fleet.apps["app1"]):
-        if report["started"] >= time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - run.entry["seconds"] - 5)):
-            for host in report["hosts"]:
-                assert host["stopped_at"] is None, "report says %s was stopped" % host["host"]
+    for report in run.reports:
+        for host in report["hosts"]:
+            assert host.get("stopped_at") is None, "the report says %s was stopped" % host["host"]
     fleet.settled("release-1")
 
 
@@ -154,7 +153,8 @@ def test_a_host_unreachable_after_the_preflight_is_reported_as_never_stopped(eng
     for name in ("app1", "app2"):
         assert fleet.apps[name].head_revision() == fleet.shas["release-1"], name
     assert diff_snapshots(before, snapshot(fleet.db)) == []
-    report = reports(fleet.apps["app1"])[-1]
+    assert run.reports, "no report written:\n" + run.tail()
+    report = run.reports[-1]
     hosts = dict((h["host"], h) for h in report["hosts"])
     assert hosts["app3"].get("stopped_at") is None, hosts["app3"]
     assert str(hosts["app3"].get("service", "")).startswith("unreachable"), hosts["app3"]
@@ -182,8 +182,14 @@ def test_reset_on_a_protected_host_is_refused_and_changes_nothing(engine, fleets
 
 
 def restore_inventory(fleet, dev_extra=None):
-    return fleet.inventory({"production": FLEET, "development": ["dev"]},
-                           {"dev": dev_extra or {}}, name="inventory-envs.yml")
+    """The layout of inventories/demo: environments are groups, the group django holds them."""
+    return fleet.inventory({"production": FLEET, "development": ["dev"]}, {"dev": dev_extra or {}},
+                           name="inventory-envs.yml", parents={"django": ["production", "development"]})
+
+
+def environments_only_inventory(fleet):
+    """Environments as groups and no group django."""
+    return fleet.inventory({"production": FLEET, "development": ["dev"]}, name="inventory-envs-only.yml")
 
 
 def add_book(app, title):
@@ -250,8 +256,9 @@ def test_restore_from_prod_with_a_failing_dev_migration_keeps_dev_running_and_re
 
 
 def test_deploy_limit_to_an_environment_group_deploys_it(fleets, request):
-    """`deploy.yml -l production` on an inventory whose environments are groups (no group
-    "django"): production's hosts are deployed (issue 13, item 3)."""
+    """`deploy.yml -l production` on an inventory laid out as inventories/demo (environments
+    are groups, the group django holds them): production's hosts are deployed, dev is not
+    touched (issue 13, item 3)."""
     fleet = fleets("postgresql").prepare("release-1")
 
     run = fleet.playbook("deploy", restore_inventory(fleet), request.node.name, limit="production")
@@ -261,6 +268,7 @@ def test_deploy_limit_to_an_environment_group_deploys_it(fleets, request):
         assert fleet.apps[name].head_revision() == fleet.shas["release-2"], name
     assert "books." + SUBTITLE in fleet.apps["app1"].applied()
     assert_all_answer(fleet)
+    assert run.reports and "dev" not in [h["host"] for h in run.reports[-1]["hosts"]]
     fleet.settled("release-2")
 
 
@@ -268,19 +276,23 @@ def test_deploy_limit_to_an_environment_group_deploys_it(fleets, request):
     {"limit": "nosuchgroup"},
     {"deploy_hosts": "nosuchgroup"},
     {"deploy_hosts": "production", "limit": "development"},
-], ids=["limit-matches-nothing", "deploy_hosts-matches-nothing", "limit-excludes-deploy_hosts"])
+    {"limit": "production", "inventory": "environments only"},
+], ids=["limit-matches-nothing", "deploy_hosts-matches-nothing", "limit-excludes-deploy_hosts",
+        "no-group-django"])
 def test_a_pattern_matching_no_host_fails_loudly(args, fleets, request):
     fleet = fleets("postgresql")
     state = (fleet.state, fleet.dev_state)
     before = dict((name, fleet.apps[name].pid()) for name in FLEET)
     args = dict(args)
     limit = args.pop("limit", None)
-    pattern = args.get("deploy_hosts", limit)
+    inventory = environments_only_inventory(fleet) if args.pop("inventory", None) else restore_inventory(fleet)
+    pattern = args.get("deploy_hosts", "django" if limit == "production" else limit)
 
-    run = fleet.playbook("deploy", restore_inventory(fleet), request.node.name, limit=limit, **args)
+    run = fleet.playbook("deploy", inventory, request.node.name, limit=limit, **args)
 
     assert run.rc != 0, "exit 0 having done nothing:\n" + run.tail()
-    assert pattern in run.output and "skipping: no hosts matched" not in run.output, run.tail()
+    assert pattern in run.output, run.tail()
+    assert not re.search(r"^skipping: no hosts matched", run.output, re.M), run.tail()
     assert dict((name, fleet.apps[name].pid()) for name in FLEET) == before
     fleet.settled(*state)  # nothing was touched
 
