@@ -691,11 +691,19 @@ class FieldApp(App):
         except (OSError, ValueError):
             return None
 
-    def answers(self):
-        try:
-            return self.get("/health/") == (200, "ok")
-        except OSError:
-            return False
+    def answers(self, within=0):
+        """The server answers /health/ (now, or within ``within`` seconds: a start command
+        returns before the server listens)."""
+        deadline = time.time() + within
+        while True:
+            try:
+                if self.get("/health/") == (200, "ok"):
+                    return True
+            except OSError:
+                pass
+            if time.time() >= deadline:
+                return False
+            time.sleep(0.25)
 
     def head_revision(self):
         return self._app(["git", "-C", self.project, "rev-parse", "HEAD"]).stdout.strip()
