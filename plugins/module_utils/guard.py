@@ -27,6 +27,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     PreflightRefused,
     RestoreFailed,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.timings import Timings
 from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
 
 
@@ -138,7 +139,7 @@ class GuardedMigrate:
         self.check_mode = check_mode
         self.diff = diff
         self.warn = warn or (lambda message: None)
-        self.timings = {}
+        self.timings = Timings()
         self.session = None  # the ProjectSession of a run
         self.result = {"changed": False, "restored": False, "backup": None, "lock": None,
                        "applied": [], "fake": bool(options.fake or options.fake_initial)}
@@ -155,11 +156,11 @@ class GuardedMigrate:
             if self.check_mode:
                 self.result["downtime"] = {"would_run": self.window.describe()}
                 return self._run(started)
-            self._timed("warm", self.session.warm)
+            self.timings.run("warm", self.session.warm)
             return self.window.around(lambda: self._run(started))
 
     def _run(self, started):
-        before = self._timed("introspect", self.session.facts, database=self.options.database,
+        before = self.timings.run("introspect", self.session.facts, database=self.options.database,
                              target=self.options.target, sql=self.diff)
         plan = before["facts"]["plan"]
         self.result.update(before=state.migration_facts(before), plan=plan)
@@ -191,7 +192,7 @@ class GuardedMigrate:
                 return self._finish(started, "created the database and applied %d step(s)"
                                     % len(plan))
             # Schema and migrations only (no row is read): did another run migrate meanwhile?
-            current = self._timed("state_before", engine.snapshot, content=False)
+            current = self.timings.run("state_before", engine.snapshot, content=False)
             before, plan = self._recheck_after_lock(current, before, plan)
             if not plan:
                 self.result["changed"] = False
@@ -227,7 +228,7 @@ class GuardedMigrate:
         rows = set("%s.%s" % tuple(row) for row in snapshot["migrations"] or [])
         if rows == set(before["facts"]["applied_rows"]):
             return before, plan
-        before = self._timed("introspect_again", self.session.facts,
+        before = self.timings.run("introspect_again", self.session.facts,
                              database=self.options.database, target=self.options.target)
         plan = before["facts"]["plan"]
         self._preflight(before, plan)
@@ -238,7 +239,7 @@ class GuardedMigrate:
         """(snapshot, backup or None). Both only read, under the lock, with the application
         stopped: side by side, so the downtime pays for the longer of the two instead of their
         sum."""
-        snapshotting = Background(self._timed, "snapshot_before", engine.snapshot)
+        snapshotting = Background(self.timings.run, "snapshot_before", engine.snapshot)
         try:
             backup = self._backup(engine, before) if self.options.backup else None
         finally:
@@ -251,7 +252,7 @@ class GuardedMigrate:
         store = self.store
         # The same label db_backup uses, so retention and "newest backup" see both.
         label = backup_label(engine.connection)
-        backup = self._timed(
+        backup = self.timings.run(
             "backup", store.write, label, engine, compression=self.options.compression,
             migrations=[row.split(".", 1) for row in before["facts"]["applied_rows"]],
         )
@@ -265,7 +266,7 @@ class GuardedMigrate:
 
     def _migrate_and_verify(self, engine, before, plan, snapshot, backup):
         try:
-            after = self._timed(
+            after = self.timings.run(
                 "migrate", self.session.migrate, database=self.options.database,
                 target=self.options.target, fake=self.options.fake,
                 fake_initial=self.options.fake_initial,
@@ -302,7 +303,7 @@ class GuardedMigrate:
                 % (what, error), restored=False, **base)
         try:
             differences = run_marker.restore_and_prove(self.store, backup["path"], engine,
-                                                       snapshot, timed=self._timed)
+                                                       snapshot, timed=self.timings.run)
         except DbsafeError as restore_error:
             raise RestoreFailed(
                 "%s: %s. THE RESTORE ALSO FAILED: %s. The database is in an unknown state. The "
@@ -338,12 +339,6 @@ class GuardedMigrate:
             return None
         return run_marker.RunMarker(self.store.directory, backup_label(engine.connection))
 
-    def _timed(self, name, function, *args, **kwargs):
-        started = time.time()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            self.timings[name] = round(time.time() - started, 3)
 
     def _diff(self, before, plan):
         applied = sorted(before["facts"]["applied_rows"])
@@ -363,7 +358,7 @@ class GuardedMigrate:
 
     def _finish(self, started, summary):
         self.result["msg"] = summary
-        self.result["timings"] = self.timings
+        self.result["timings"] = dict(self.timings)
         self.result["duration"] = round(time.time() - started, 3)
         self.result["launches"] = self.project.launches
         return self.result

@@ -29,6 +29,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     MigrationFailed,
     RestoreFailed,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.timings import Timings
 
 MODES = ("data", "schema")
 
@@ -46,14 +47,14 @@ class Reset:
         self.params = params
         self.check_mode = check_mode
         self.warn = warn or (lambda message: None)
-        self.timings = {}
+        self.timings = Timings()
         self.result = {"changed": False, "mode": params["mode"], "backup": None,
                        "steps": [], "restored": False, "database": None}
 
     def run(self):
         started = time.time()
         with self.project.session() as session:
-            before = self._timed("introspect", session.facts, database=self.params["database"],
+            before = self.timings.run("introspect", session.facts, database=self.params["database"],
                                  pending=False)
             connection = self.project.connection(before)
             self.result["database"] = connection.public()
@@ -99,7 +100,7 @@ class Reset:
             return None
         store = BackupStore(self.params["backup_dir"], self.runner)
         compression = self.params["compression"]
-        manifest = self._timed(
+        manifest = self.timings.run(
             "backup", store.write, backup_label(engine.connection), engine,
             compression=None if compression == "auto" else compression,
             migrations=[row.split(".", 1) for row in before["facts"]["applied_rows"]])
@@ -144,7 +145,7 @@ class Reset:
                 failed_step=step, restored=False)
         try:
             store = BackupStore(self.params["backup_dir"], self.runner)
-            self._timed("restore", store.restore, backup["path"], engine)
+            self.timings.run("restore", store.restore, backup["path"], engine)
         except DbsafeError as restore_error:
             return RestoreFailed(
                 "%s Restoring the safety backup ALSO FAILED: %s. The database is in an unknown "
@@ -161,17 +162,11 @@ class Reset:
 
     def _step(self, name, function, *args, **kwargs):
         self.result["steps"].append({"step": name})
-        return self._timed(name, function, *args, **kwargs)
+        return self.timings.run(name, function, *args, **kwargs)
 
-    def _timed(self, name, function, *args, **kwargs):
-        started = time.time()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            self.timings[name] = round(time.time() - started, 3)
 
     def _finish(self, started, summary):
-        self.result.update(msg=summary, timings=self.timings,
+        self.result.update(msg=summary, timings=dict(self.timings),
                            duration=round(time.time() - started, 3),
                            launches=self.project.launches)
         return self.result
