@@ -79,12 +79,16 @@ report:
       type: raw
       returned: always
     hosts:
-      description: One entry per host (service, revision_before, revision_after, stopped_at, started_at, downtime_seconds, answered_after_seconds, migrated_here, problems).
+      description:
+        - One entry per host (service, revision_before, revision_after, stopped_at, started_at,
+          downtime_seconds, answered_after_seconds, migrated_here, problems).
       type: list
       elements: dict
       returned: always
     migrations:
-      description: One entry per database migrated (host, msg, plan, applied, backup, restored, timings, service_window).
+      description:
+        - One entry per database migrated (host, msg, plan, applied, backup, restored, timings,
+          service_window).
       type: list
       elements: dict
       returned: always
