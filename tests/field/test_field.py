@@ -241,9 +241,11 @@ def test_restore_from_prod_with_a_failing_dev_migration_keeps_dev_running_and_re
 
     assert run.rc != 0, run.tail()
     assert dev.answers(within=30), "the developer's app is not running after the failed restore"
-    named = sorted(set(path for path in re.findall(re.escape(dev.backups) + r"/[^\s'\",]+", run.output)
-                       if "/from-" not in path and not path.endswith(".json")
-                       and os.path.exists(path)))
+    # The backup of what the restore overwrote, as the run names it (not the guarded migrate's
+    # backup, which holds production's data).
+    named = sorted(set(path.rstrip(".") for path in re.findall(
+        r"(?:safety backup|before the restore is in)[^/]{0,40}(" + re.escape(dev.backups) + r"/[^\s'\",]+)",
+        run.output) if os.path.exists(path.rstrip("."))))
     assert named, "no backup of the developer's own database is named in the output:\n" + run.tail()
     restored = run_module("db_backup", dict(fleet.dev_db.connection(), state="restore", src=named[-1],
                                             backup_dir=os.path.dirname(named[-1])))
