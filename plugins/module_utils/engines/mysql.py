@@ -23,19 +23,23 @@ import time
 
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
     DEFAULT_LOCK_NAME,
-    MIGRATIONS_TABLE,
     ClientSession,
     DumpFormat,
     Engine,
     PrivateDir,
-    column_entry,
     find_tool,
     holder_identity,
     lock_timeout_message,
     make_snapshot,
-    new_table_schema,
-    normalize_expression,
     write_private_file,
+)
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql_snapshot import (
+    catalog_sql,
+    contents_from_output,
+    contents_sql,
+    quote_identifier,
+    quote_literal,
+    schema_from_output,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
@@ -56,19 +60,6 @@ SANDBOX_FILTER = r"1{/^\/\*M!999999/d;}"
 # The holder keeps running short queries that name it, so others can read who holds the lock
 # in the processlist; short, because a server notices a vanished client only between queries.
 HOLDER_SLEEP = 0.5
-_TABLE_TYPES = ("BASE TABLE", "SYSTEM VERSIONED")
-
-
-def quote_identifier(name):
-    return "`%s`" % name.replace("`", "``")
-
-
-def quote_literal(value):
-    """A string literal that no sql_mode can misread: hex bytes converted to utf8mb4."""
-    data = value.encode("utf-8")
-    if not data:
-        return "''"
-    return "CONVERT(X'%s' USING utf8mb4)" % data.hex()
 
 
 def option_value(value):
@@ -309,89 +300,11 @@ class MysqlEngine(Engine):
     # -- snapshot -------------------------------------------------------------------------
 
     def snapshot(self, content=True):
-        is_mariadb = self.server()[1]
-        types = ", ".join(quote_literal(t) for t in _TABLE_TYPES)
-        if is_mariadb:
-            checks = ("SELECT 'check', JSON_OBJECT('table', TABLE_NAME, 'name', CONSTRAINT_NAME, "
-                      "'clause', CHECK_CLAUSE) FROM information_schema.CHECK_CONSTRAINTS "
-                      "WHERE CONSTRAINT_SCHEMA = DATABASE();")
-        else:
-            checks = ("SELECT 'check', JSON_OBJECT('table', tc.TABLE_NAME, 'name', "
-                      "cc.CONSTRAINT_NAME, 'clause', cc.CHECK_CLAUSE) "
-                      "FROM information_schema.CHECK_CONSTRAINTS cc "
-                      "JOIN information_schema.TABLE_CONSTRAINTS tc "
-                      "ON tc.CONSTRAINT_SCHEMA = cc.CONSTRAINT_SCHEMA "
-                      "AND tc.CONSTRAINT_NAME = cc.CONSTRAINT_NAME "
-                      "AND tc.CONSTRAINT_TYPE = 'CHECK' "
-                      "WHERE cc.CONSTRAINT_SCHEMA = DATABASE();")
-        catalog = self.sql("\n".join([
-            "SELECT 'table', JSON_OBJECT('name', TABLE_NAME) FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN (%s);" % types,
-            "SELECT 'column', JSON_OBJECT('table', TABLE_NAME, 'name', COLUMN_NAME, "
-            "'data_type', DATA_TYPE, 'column_type', COLUMN_TYPE, 'nullable', IS_NULLABLE, "
-            "'default', COLUMN_DEFAULT, 'length', CHARACTER_MAXIMUM_LENGTH, "
-            "'precision', NUMERIC_PRECISION, 'scale', NUMERIC_SCALE, "
-            "'datetime_precision', DATETIME_PRECISION, 'extra', EXTRA, "
-            "'collation', COLLATION_NAME, 'generation', GENERATION_EXPRESSION) "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE();",
-            "SELECT 'index', JSON_OBJECT('table', TABLE_NAME, 'name', INDEX_NAME, "
-            "'non_unique', NON_UNIQUE, 'seq', SEQ_IN_INDEX, 'column', COLUMN_NAME, "
-            "'sub_part', SUB_PART, 'type', INDEX_TYPE) FROM information_schema.STATISTICS "
-            "WHERE TABLE_SCHEMA = DATABASE();",
-            "SELECT 'fk', JSON_OBJECT('table', k.TABLE_NAME, 'name', k.CONSTRAINT_NAME, "
-            "'column', k.COLUMN_NAME, 'seq', k.ORDINAL_POSITION, "
-            "'ref_table', k.REFERENCED_TABLE_NAME, 'ref_column', k.REFERENCED_COLUMN_NAME, "
-            "'on_delete', r.DELETE_RULE, 'on_update', r.UPDATE_RULE) "
-            "FROM information_schema.KEY_COLUMN_USAGE k "
-            "JOIN information_schema.REFERENTIAL_CONSTRAINTS r "
-            "ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.TABLE_NAME = k.TABLE_NAME "
-            "AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME "
-            "WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL;",
-            checks,
-        ]) + "\n", action="reading the schema")
-        rows = {}
-        for line in catalog.splitlines():
-            if line.strip():
-                kind, payload = line.split("\t", 1)
-                rows.setdefault(kind, []).append(json.loads(payload))
-        schema = _schema_from_rows(rows)
-        contents, migrations = self._contents(schema, content)
+        schema = schema_from_output(self.sql(catalog_sql(self.server()[1]),
+                                             action="reading the schema"))
+        out = self.sql(contents_sql(schema, content), action="reading the table contents")
+        contents, migrations = contents_from_output(out, schema)
         return make_snapshot(schema, contents, migrations)
-
-    def _contents(self, schema, content=True):
-        """Row counts and order-independent content hashes (only the migration rows when
-        ``content`` is false), all from one consistent snapshot."""
-        queries = ["SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;",
-                   "START TRANSACTION WITH CONSISTENT SNAPSHOT;"]
-        for table in (sorted(schema) if content else ()):
-            parts = ["IFNULL(CONCAT(LENGTH({0}), ':', {0}), 'N')".format(quote_identifier(c))
-                     for c in sorted(schema[table]["columns"])]
-            queries.append(
-                "SELECT 'content', JSON_OBJECT('table', %s, 'rows', COUNT(*), "
-                "'h1', CAST(COALESCE(SUM(CAST(CONV(SUBSTRING(h, 1, 16), 16, 10) AS UNSIGNED)), 0)"
-                " AS CHAR), "
-                "'h2', CAST(COALESCE(SUM(CAST(CONV(SUBSTRING(h, 17, 16), 16, 10) AS UNSIGNED)), 0)"
-                " AS CHAR)) FROM (SELECT MD5(CONCAT_WS('|', %s)) AS h FROM %s) AS s;"
-                % (quote_literal(table), ", ".join(parts), quote_identifier(table)))
-        if MIGRATIONS_TABLE in schema:
-            queries.append("SELECT 'migration', JSON_ARRAY(app, name) FROM %s;"
-                           % quote_identifier(MIGRATIONS_TABLE))
-        queries.append("COMMIT;")
-        out = self.sql("\n".join(queries) + "\n", action="reading the table contents")
-        contents = {}
-        migrations = [] if MIGRATIONS_TABLE in schema else None
-        for line in out.splitlines():
-            if not line.strip():
-                continue
-            kind, payload = line.split("\t", 1)
-            item = json.loads(payload)
-            if kind == "content":
-                digest = hashlib.sha256(("%s:%s:%s" % (item["rows"], item["h1"], item["h2"]))
-                                        .encode()).hexdigest()
-                contents[item["table"]] = {"rows": item["rows"], "hash": digest}
-            elif kind == "migration":
-                migrations.append(item)
-        return contents, migrations
 
     # -- lock -----------------------------------------------------------------------------
 
@@ -484,73 +397,6 @@ class _ClientSession(ClientSession):
     def close(self):
         self._stop.set()
         super(_ClientSession, self).close()
-
-
-def _schema_from_rows(rows):
-    schema = {item["name"]: new_table_schema() for item in rows.get("table", [])}
-    for col in rows.get("column", []):
-        if col["table"] not in schema:
-            continue  # a view's column
-        data_type = col["data_type"].lower()
-        column_type = col["column_type"].lower()
-        length = precision = scale = None
-        if data_type in ("enum", "set"):
-            type_name = column_type
-        else:
-            type_name = data_type + "".join(" " + flag for flag in ("unsigned", "zerofill")
-                                            if flag in column_type.split())
-        if data_type in ("char", "varchar", "binary", "varbinary", "bit"):
-            length = col["length"] if col["length"] is not None else col["precision"]
-        elif data_type in ("decimal", "numeric"):
-            precision, scale = col["precision"], col["scale"]
-        elif data_type in ("datetime", "timestamp", "time") and col["datetime_precision"]:
-            precision = col["datetime_precision"]
-        extra = (col.get("extra") or "").lower()
-        schema[col["table"]]["columns"][col["name"]] = column_entry(
-            type_name, col["nullable"] == "YES", col["default"], length, precision, scale,
-            auto_increment="auto_increment" in extra,
-            on_update="on update" in extra and extra or None,
-            collation=col["collation"], generated=col.get("generation") or None)
-    indexes = {}
-    for row in rows.get("index", []):
-        if row["table"] not in schema:
-            continue
-        entry = indexes.setdefault((row["table"], row["name"]), {
-            "unique": not int(row["non_unique"]), "columns": [], "type": row["type"]})
-        column = row["column"]
-        if row.get("sub_part"):
-            column = "%s(%s)" % (column, row["sub_part"])
-        entry["columns"].append((int(row["seq"]), column))
-    for (table, name), entry in sorted(indexes.items()):
-        columns = [column for _seq, column in sorted(entry["columns"])]
-        info = schema[table]
-        if name == "PRIMARY":
-            info["primary_key"] = columns
-            continue
-        if entry["unique"]:
-            info["unique"].append(sorted(columns))
-            info["names"][name] = "unique(%s)" % ",".join(sorted(columns))
-        else:
-            info["indexes"].append({"columns": columns, "unique": False, "type": entry["type"]})
-            info["names"][name] = "index %s(%s)" % (entry["type"], ",".join(columns))
-    fks = {}
-    for row in rows.get("fk", []):
-        fks.setdefault((row["table"], row["name"]), []).append(row)
-    for (table, name), parts in sorted(fks.items()):
-        parts.sort(key=lambda part: int(part["seq"]))
-        entry = {"columns": [p["column"] for p in parts], "ref_table": parts[0]["ref_table"],
-                 "ref_columns": [p["ref_column"] for p in parts],
-                 "on_delete": parts[0]["on_delete"], "on_update": parts[0]["on_update"]}
-        schema[table]["foreign_keys"].append(entry)
-        schema[table]["names"][name] = "foreign key(%s)->%s(%s)" % (
-            ",".join(entry["columns"]), entry["ref_table"], ",".join(entry["ref_columns"]))
-    for row in rows.get("check", []):
-        if row["table"] not in schema:
-            continue
-        expression = normalize_expression(row["clause"])
-        schema[row["table"]]["checks"].append(expression)
-        schema[row["table"]]["names"][row["name"]] = "check(%s)" % expression
-    return schema
 
 
 def _first_line(text):

@@ -1,11 +1,13 @@
-"""drift.py: the pure parts of the schema drift check, and the scratch lifecycle on SQLite."""
+"""drift.py: the pure parts of the schema drift check; drift_scratch.py: the scratch lifecycle on
+SQLite."""
 import os
 import signal
 
 import pytest
 
-from ansible_collections.dbsafe.django.plugins.module_utils import drift
+from ansible_collections.dbsafe.django.plugins.module_utils import drift, drift_scratch
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
+from ansible_collections.dbsafe.django.plugins.module_utils.errors import DbsafeError
 from ansible_collections.dbsafe.django.plugins.module_utils.runner import Runner
 
 
@@ -37,44 +39,44 @@ def snapshot(tables=None, migrations=None):
 # -- names ------------------------------------------------------------------------------------
 
 def test_scratch_name_starts_with_the_live_name_and_keeps_the_whole_token():
-    assert drift.scratch_name("shop", "1a2b3c4d", 63) == "shop_drift_1a2b3c4d"
+    assert drift_scratch.scratch_name("shop", "1a2b3c4d", 63) == "shop_drift_1a2b3c4d"
     long_name = "x" * 70
-    name = drift.scratch_name(long_name, "1a2b3c4d", 63)
+    name = drift_scratch.scratch_name(long_name, "1a2b3c4d", 63)
     assert len(name) == 63 and name.endswith("_drift_1a2b3c4d") and name.startswith("x" * 48)
-    assert drift.scratch_name("shop", "1a2b3c4d", 64, prefix="tmp_") == "tmp_1a2b3c4d"
+    assert drift_scratch.scratch_name("shop", "1a2b3c4d", 64, prefix="tmp_") == "tmp_1a2b3c4d"
 
 
 def test_sqlite_scratch_goes_beside_the_live_file_else_a_prefix_or_the_temp_dir(tmp_path):
     live = str(tmp_path / "db.sqlite3")
-    assert drift.sqlite_scratch_path(live, "abcd1234") == live + "_drift_abcd1234"
-    assert drift.sqlite_scratch_path(live, "abcd1234", prefix="/var/tmp/d-") == \
+    assert drift_scratch.sqlite_scratch_path(live, "abcd1234") == live + "_drift_abcd1234"
+    assert drift_scratch.sqlite_scratch_path(live, "abcd1234", prefix="/var/tmp/d-") == \
         "/var/tmp/d-abcd1234.sqlite3"
-    fallback = drift.sqlite_scratch_path(live, "abcd1234", writable=lambda path, mode: False)
+    fallback = drift_scratch.sqlite_scratch_path(live, "abcd1234", writable=lambda path, mode: False)
     assert os.path.basename(fallback) == "dbsafe_drift_abcd1234.sqlite3"
     assert not fallback.startswith(str(tmp_path))
 
 
 def test_scratch_server_falls_back_to_the_live_settings_but_never_to_another_users_password():
     live = Connection("postgresql", "shop", "db1", 5432, "shop", "secret", {"sslmode": "require"})
-    same = drift.scratch_server(live, {})
+    same = drift_scratch.scratch_server(live, {})
     assert (same.host, same.port, same.user, same.password, same.name) == \
         ("db1", 5432, "shop", "secret", "shop")
     assert same.options == {"sslmode": "require"}
-    other = drift.scratch_server(live, {"host": "db2", "user": "admin"})
+    other = drift_scratch.scratch_server(live, {"host": "db2", "user": "admin"})
     assert (other.host, other.port, other.user, other.password) == ("db2", 5432, "admin", None)
-    given = drift.scratch_server(live, {"user": "admin", "password": "pw", "port": 6432})
+    given = drift_scratch.scratch_server(live, {"user": "admin", "password": "pw", "port": 6432})
     assert (given.port, given.password) == (6432, "pw")
 
 
 def test_django_overrides_name_the_scratch_and_only_what_differs():
     live = Connection("postgresql", "shop", "db1", 5432, "shop", "secret")
-    scratch = drift.scratch_server(live, {"host": "db2", "user": "admin", "password": "pw"})
+    scratch = drift_scratch.scratch_server(live, {"host": "db2", "user": "admin", "password": "pw"})
     scratch = scratch.with_name("shop_drift_1")
-    assert drift.django_overrides(live, live.with_name("shop_drift_1")) == {"NAME": "shop_drift_1"}
-    assert drift.django_overrides(live, scratch) == {
+    assert drift_scratch.django_overrides(live, live.with_name("shop_drift_1")) == {"NAME": "shop_drift_1"}
+    assert drift_scratch.django_overrides(live, scratch) == {
         "NAME": "shop_drift_1", "HOST": "db2", "USER": "admin", "PASSWORD": "pw"}
     sqlite = Connection("sqlite", "/srv/db.sqlite3")
-    assert drift.django_overrides(sqlite, sqlite.with_name("/srv/x")) == {"NAME": "/srv/x"}
+    assert drift_scratch.django_overrides(sqlite, sqlite.with_name("/srv/x")) == {"NAME": "/srv/x"}
 
 
 # -- comparing --------------------------------------------------------------------------------
@@ -138,8 +140,8 @@ def test_rows_that_could_not_be_replayed():
     "ERROR 1044 (42000) at line 1: Access denied for user 'u'@'%' to database 'x_drift_1'",
 ])
 def test_permission_errors_are_recognised(text):
-    assert drift.is_permission_error(text)
-    assert not drift.is_permission_error('ERROR:  database "x" already exists')
+    assert drift_scratch.is_permission_error(text)
+    assert not drift_scratch.is_permission_error('ERROR:  database "x" already exists')
 
 
 # -- the scratch database on SQLite (a real file, no server needed) ---------------------------
@@ -150,7 +152,7 @@ def no_commands(*args, **kwargs):
 
 def sqlite_scratch(tmp_path, options=None):
     live = Connection("sqlite", str(tmp_path / "db.sqlite3"))
-    return drift.ScratchDatabase(live, Runner(no_commands), options, token="0123abcd")
+    return drift_scratch.ScratchDatabase(live, Runner(no_commands), options, token="0123abcd")
 
 
 def test_the_scratch_file_is_created_and_removed(tmp_path):
@@ -177,7 +179,7 @@ def test_the_scratch_file_is_removed_when_the_body_fails(tmp_path):
 def test_a_termination_signal_drops_the_scratch_and_raises_interrupted(tmp_path, signum):
     before = signal.getsignal(signum)
     scratch = sqlite_scratch(tmp_path)
-    with pytest.raises(drift.Interrupted) as caught:
+    with pytest.raises(drift_scratch.Interrupted) as caught:
         with scratch:
             os.kill(os.getpid(), signum)
             raise AssertionError("the signal handler did not interrupt")
@@ -191,7 +193,7 @@ def test_an_existing_file_is_never_taken_over(tmp_path):
     scratch = sqlite_scratch(tmp_path)
     with open(scratch.name, "w") as handle:
         handle.write("not ours")
-    with pytest.raises(drift.DbsafeError, match="cannot create the scratch sqlite file"):
+    with pytest.raises(DbsafeError, match="cannot create the scratch sqlite file"):
         with scratch:
             pass
     with open(scratch.name) as handle:
