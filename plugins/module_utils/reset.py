@@ -55,7 +55,7 @@ class Reset:
         started = time.time()
         with self.project.session() as session:
             before = self.timings.run("introspect", session.facts, database=self.params["database"],
-                                 pending=False)
+                                      pending=False)
             connection = self.project.connection(before)
             self.result["database"] = connection.public()
             engine = engine_for(connection, self.runner)
@@ -163,7 +163,6 @@ class Reset:
     def _step(self, name, function, *args, **kwargs):
         self.result["steps"].append({"step": name})
         return self.timings.run(name, function, *args, **kwargs)
-
 
     def _finish(self, started, summary):
         self.result.update(msg=summary, timings=dict(self.timings),
