@@ -41,11 +41,13 @@ options:
 attributes:
   action:
     support: full
+    description: An action plugin on the controller renders the report and writes it there.
   check_mode:
     support: full
     description: The report is written in check mode too, with the result V(check mode).
   diff_mode:
     support: none
+    description: The report is the output; there is no diff.
 seealso:
   - module: dbsafe.django.django_migrate_guarded
   - module: dbsafe.django.django_service

@@ -67,6 +67,7 @@ attributes:
     description: Connects and says what would run (C(would_run)); nothing is changed.
   diff_mode:
     support: none
+    description: No diff is returned.
 seealso:
   - module: dbsafe.django.django_migrate_guarded
   - module: dbsafe.django.db_backup

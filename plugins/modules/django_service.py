@@ -92,6 +92,7 @@ attributes:
     description: Nothing runs; the result's C(would_run) lists the commands.
   diff_mode:
     support: none
+    description: No diff is returned.
 notes:
   - The result's C(window) has C(stopped_at) and C(started_at) (epoch seconds) and each
     command run with its C(rc) and C(seconds), which the deploy report uses.
