@@ -23,6 +23,7 @@ searched for the secrets (database passwords, the SECRET_KEY). The figures of ea
 build/reliability/field.json (see :func:`write_results`).
 """
 import glob
+import hashlib
 import json
 import os
 import pwd
@@ -32,7 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 
 import pytest
@@ -40,8 +41,7 @@ import pytest
 import demo
 from ansible_run import ROOT, ansible_env, _bin
 from databases import LiveDatabase, create_mysql, drop_mysql, mysql_admin_sql
-from test_playbooks import (App, GIT_IDENTITY, SUBTITLE, commit, free_port, git, recap,  # noqa: F401
-                            release_repo, wait_for)
+from test_playbooks import App, GIT_IDENTITY, commit, free_port, git, release_repo, wait_for
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "reliability"))
 import harness  # noqa: E402 - the argv sampler of R4 (tests/reliability/harness.py)
@@ -310,7 +310,6 @@ def app_venv():
             if "==" in line and name.lower() in [p.lower() for p in APP_PACKAGES]:
                 pins.append(line.strip())
     version = run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version)"]).stdout.strip()
-    import hashlib
     digest = hashlib.sha256(("\n".join(sorted(pins)) + version).encode()).hexdigest()[:12]
     venv = "/var/tmp/dbsafe-field-venv-" + digest
     python = os.path.join(venv, "bin", "python")
@@ -877,7 +876,6 @@ class Harness:
                         % (path, what))
         if os.geteuid() != 0:
             missing("the field harness makes OS users, a sudoers file and an sshd: it runs as root")
-        import tempfile
         self.base = tempfile.mkdtemp(prefix="dbsafe-field-")
         os.chmod(self.base, 0o755)
         self.python = app_venv()
