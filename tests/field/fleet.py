@@ -591,6 +591,8 @@ def scan_and_record(name, argv, env, cwd, secrets_, users, reports_dir, test, en
              "processes_seen": len(sampler.seen), "max_gap_ms": round(sampler.max_gap * 1000, 1),
              "gaps_over_20ms": sampler.gaps_over_20ms,
              "hits": hits, "total_hits": sum(hits.values()), "examples": examples[:4],
+             # what the run's reports say of the downtime (issue 13, item 7: the fleet's window)
+             "report_downtime_seconds": [r.get("downtime_seconds") for r in new_reports],
              "log": os.path.relpath(log, ROOT)}
     RUNS.append(entry)
     write_results()
