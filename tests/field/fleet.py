@@ -76,8 +76,8 @@ def run(argv, check=True, **kwargs):
     kwargs.setdefault("text", True)
     proc = subprocess.run([str(a) for a in argv], check=False, **kwargs)
     if check and proc.returncode != 0:
-        raise AssertionError("%s failed (%s):\n%s\n%s" % (" ".join(map(str, argv)), proc.returncode,
-                                                         proc.stdout, proc.stderr))
+        raise AssertionError("%s failed (%s):\n%s\n%s"
+                             % (" ".join(map(str, argv)), proc.returncode, proc.stdout, proc.stderr))
     return proc
 
 
