@@ -171,7 +171,7 @@ class Users:
                 uids.append(pwd.getpwnam(name).pw_uid)
             except KeyError:
                 pass
-        for _ in range(3):
+        for attempt in range(3):  # noqa: B007 - processes may fork while being killed
             pids = processes_of(uids)
             if not pids:
                 break
