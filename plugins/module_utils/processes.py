@@ -34,7 +34,8 @@ def start(argv, env, **popen):
     tracked until ``untrack``. A child that cannot start is a CommandError."""
     argv = [str(arg) for arg in argv]
     try:
-        proc = subprocess.Popen(argv, env=env, close_fds=True, **popen)
+        # Pipelines and long-lived clients need Popen (run_command waits for the end).
+        proc = subprocess.Popen(argv, env=env, close_fds=True, **popen)  # pylint: disable=ansible-bad-function
     except OSError as error:
         raise CommandError("cannot run %s: %s" % (argv[0], error), argv=argv)
     track(proc)
