@@ -640,8 +640,47 @@ def test_sqlite_lock_file_holds_a_readable_holder(sqlite_database):
         with open(engine.lock_path(), "rb") as handle:
             assert json.loads(handle.read().decode()) == holder
         assert oct(os.stat(engine.lock_path()).st_mode & 0o777) == "0o600"
+    # A clean release leaves no file beside the database.
+    assert not os.path.exists(engine.lock_path())
+
+
+def test_sqlite_lock_stays_exclusive_while_releases_remove_the_file(sqlite_database):
+    """Each release removes the lock file while others wait on it: still one holder at a time."""
+    engine = engine_of(sqlite_database)
+    inside, overlaps, errors = [], [], []
+
+    def take_it_a_few_times():
+        try:
+            for _round in range(15):
+                with engine.lock(timeout=30):
+                    inside.append(1)
+                    if len(inside) > 1:
+                        overlaps.append(len(inside))
+                    time.sleep(0.002)
+                    inside.pop()
+        except Exception as error:  # reported below
+            errors.append(error)
+
+    workers = [threading.Thread(target=take_it_a_few_times) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert errors == [] and overlaps == []
+    assert not os.path.exists(engine.lock_path())
 
 
 def test_query_value_helper_works(database):
     seed(database)
     assert query_value(database, "SELECT count(*) FROM shop_product") == "3"
+
+
+def test_row_counts_are_the_snapshots_counts_without_reading_the_rows(database):
+    seed(database)
+    engine = engine_of(database)
+    full = engine.snapshot()
+
+    counts = engine.row_counts()
+
+    assert counts == dict((table, entry["rows"]) for table, entry in full["tables"].items())
+    assert counts["shop_product"] == 3

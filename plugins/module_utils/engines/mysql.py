@@ -37,9 +37,12 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql_snapsh
     catalog_sql,
     contents_from_output,
     contents_sql,
+    items_from_output,
     quote_identifier,
     quote_literal,
+    row_counts_sql,
     schema_from_output,
+    tables_sql,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
@@ -305,6 +308,12 @@ class MysqlEngine(Engine):
         out = self.sql(contents_sql(schema, content), action="reading the table contents")
         contents, migrations = contents_from_output(out, schema)
         return make_snapshot(schema, contents, migrations)
+
+    def row_counts(self):
+        tables = [item["name"] for item in items_from_output(
+            self.sql(tables_sql(), action="listing the tables"), "table")]
+        out = self.sql(row_counts_sql(tables), action="counting the rows")
+        return dict((item["table"], item["rows"]) for item in items_from_output(out, "rows"))
 
     # -- lock -----------------------------------------------------------------------------
 

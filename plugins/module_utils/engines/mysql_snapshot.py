@@ -111,6 +111,36 @@ def contents_sql(schema, content=True):
     return "\n".join(queries) + "\n"
 
 
+def tables_sql():
+    """The base tables of the database, one ``table<TAB>json`` line each."""
+    types = ", ".join(quote_literal(t) for t in _TABLE_TYPES)
+    return ("SELECT 'table', JSON_OBJECT('name', TABLE_NAME) FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE IN (%s);\n" % types)
+
+
+def row_counts_sql(tables):
+    """COUNT(*) per table (information_schema's TABLE_ROWS is only an estimate on InnoDB), all
+    from one consistent snapshot."""
+    queries = ["SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;",
+               "START TRANSACTION WITH CONSISTENT SNAPSHOT;"]
+    for table in sorted(tables):
+        queries.append("SELECT 'rows', JSON_OBJECT('table', %s, 'rows', COUNT(*)) FROM %s;"
+                       % (quote_literal(table), quote_identifier(table)))
+    queries.append("COMMIT;")
+    return "\n".join(queries) + "\n"
+
+
+def items_from_output(out, kind):
+    """The JSON payloads of the ``kind<TAB>json`` lines of the client's output."""
+    items = []
+    for line in out.splitlines():
+        if line.strip():
+            found, payload = line.split("\t", 1)
+            if found == kind:
+                items.append(json.loads(payload))
+    return items
+
+
 def contents_from_output(out, schema):
     """(contents, migrations) from the client's output of ``contents_sql``."""
     contents = {}

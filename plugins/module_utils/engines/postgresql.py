@@ -36,6 +36,8 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_s
     FLUSH_SQL,
     describe_pg_holder,
     holder_query,
+    row_counts_from_output,
+    row_counts_session,
     snapshot_from_output,
     snapshot_session,
 )
@@ -328,6 +330,10 @@ class PostgresqlEngine(Engine):
         if snapshot is None:
             raise EngineError("reading the schema of %s returned nothing" % self.describe())
         return snapshot
+
+    def row_counts(self):
+        out = self.psql(row_counts_session(), action="counting the rows")
+        return row_counts_from_output(out)
 
     # -- lock -----------------------------------------------------------------------------
 

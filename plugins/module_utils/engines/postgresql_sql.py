@@ -195,6 +195,31 @@ def snapshot_session(content=True):
     return session + _MIGRATIONS_QUERY % {"migrations": MIGRATIONS_TABLE} + "COMMIT;\n"
 
 
+# Only count(*) per table, in one read-only transaction: what a row count after a migrate
+# needs, without reading and hashing every row like _CONTENT_QUERIES.
+_COUNT_QUERIES = """
+WITH rels AS (%(relations)s)
+SELECT format('SELECT json_build_object(''table'', %%L, ''rows'', count(*)) FROM %%I.%%I',
+              r.tname, r.nspname, r.relname)
+FROM rels r ORDER BY r.tname
+\\gexec
+"""
+
+
+def row_counts_session():
+    """The psql script that prints one ``{"table", "rows"}`` line per user table."""
+    return (_SNAPSHOT_SESSION + _COUNT_QUERIES % {"relations": _RELATIONS} + "COMMIT;\n")
+
+
+def row_counts_from_output(out):
+    counts = {}
+    for line in out.splitlines():
+        if line.strip():
+            item = json.loads(line)
+            counts[item["table"]] = item["rows"]
+    return counts
+
+
 def holder_query(key):
     """Who holds the advisory lock ``key`` (its two 32-bit halves, as pg_locks shows them)."""
     return _HOLDER_QUERY % ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)

@@ -248,6 +248,24 @@ class SqliteEngine(Engine):
             conn.close()
         return make_snapshot(schema, contents, migrations)
 
+    def row_counts(self):
+        self.ping()
+        conn = self._open(readonly=True)
+        try:
+            conn.execute("BEGIN")  # every count from the same moment
+            tables = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'")]
+            counts = dict((table, conn.execute(
+                "SELECT count(*) FROM %s" % quote_identifier(table)).fetchone()[0])
+                for table in tables)
+            conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise EngineError("cannot count the rows of %s: %s" % (self.describe(), error))
+        finally:
+            conn.close()
+        return counts
+
     def _table_schema(self, conn, table):
         info = new_table_schema()
         quoted = quote_identifier(table)
@@ -309,29 +327,26 @@ class SqliteEngine(Engine):
 
     @contextlib.contextmanager
     def lock(self, name=DEFAULT_LOCK_NAME, timeout=60):
-        """An exclusive flock on ``<db>.dbsafe-lock``; the kernel drops it if we die."""
+        """An exclusive flock on ``<db>.dbsafe-lock``; the kernel drops it if we die.
+
+        A clean release removes the file (nothing is left beside the database); a holder that
+        died leaves it, with its identity in it. Whoever gets the flock checks that the path
+        still names the file it locked, since a releaser may have removed it meanwhile.
+        """
         path = self.lock_path(name)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as error:
-            raise EngineError("cannot open the lock file %s: %s" % (path, error.strerror))
-        try:
-            deadline = time.monotonic() + max(0, timeout)
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        deadline = time.monotonic() + max(0, timeout)
+        while True:
+            fd = self._open_lock_file(path)
+            try:
+                if self._flock_until(fd, path, name, timeout, deadline) and _still_at(fd, path):
                     break
-                except OSError as error:
-                    if error.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise EngineError("cannot lock %s: %s" % (path, error.strerror))
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(
-                        lock_timeout_message(self.connection, name, timeout, _read_holder(fd)),
-                        holder=_read_holder(fd), lock=name,
-                    )
-                time.sleep(0.1)
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)  # removed by the previous holder's release: lock the new file
+        try:
             own = holder_identity(name)
-            # A clean release empties the file: a holder still in it died holding the lock.
+            # A clean release removes the file: a holder still in it died holding the lock.
             previous = _read_holder(fd)
             holder = dict(own, taken_over_from=previous) if previous else own
             os.ftruncate(fd, 0)
@@ -339,10 +354,42 @@ class SqliteEngine(Engine):
             try:
                 yield holder
             finally:
-                os.ftruncate(fd, 0)
+                _remove(path)  # while still holding the lock (see above)
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    @staticmethod
+    def _open_lock_file(path):
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:
+            raise EngineError("cannot open the lock file %s: %s" % (path, error.strerror))
+
+    def _flock_until(self, fd, path, name, timeout, deadline):
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise EngineError("cannot lock %s: %s" % (path, error.strerror))
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    lock_timeout_message(self.connection, name, timeout, _read_holder(fd)),
+                    holder=_read_holder(fd), lock=name,
+                )
+            time.sleep(0.1)
+
+
+def _still_at(fd, path):
+    """True when ``path`` is still the file open as ``fd``."""
+    try:
+        here = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _read_holder(fd):
