@@ -46,6 +46,7 @@ GUARD_ARGUMENT_SPEC = dict(
     compression=dict(type="str", choices=["auto", "gzip", "zstd", "none"], default="auto"),
     keep=dict(type="int"),
     lock_timeout=dict(type="int", default=300),
+    skip_checks=dict(type="bool", default=False),
 )
 
 
@@ -101,6 +102,13 @@ def preflight_problems(result, options):
             "models changed without a migration (did someone forget to commit a migration?): %s"
             % "; ".join("%s: %s" % (app, ", ".join(ops)) for app, ops in sorted(pending.items()))
         )
+    if not options.skip_checks:
+        # What manage.py migrate refuses on before it touches anything.
+        for message in state.serious_checks(facts):
+            problems.append(
+                "Django's system check %s: %s; fix it (manage.py migrate refuses on it too), "
+                "or set skip_checks: true to migrate anyway (like --skip-checks)"
+                % (message["level"], state.check_text(message)))
     for item in state.irreversible_steps(facts["plan"]):
         problems.append(
             "%s cannot be unapplied: %s has no reverse"
@@ -149,29 +157,40 @@ class GuardedMigrate:
         # the facts after it) once the lock and the backup are in place.
         # With a service window, Django's framework is loaded while the application still
         # runs; stop, code switch, the project's boot and the work follow (see downtime.py).
-        with self.project.session() as self.session:
-            started = time.time()
-            if self.window is None:
-                return self._run(started)
-            if self.check_mode:
-                self.result["downtime"] = {"would_run": self.window.describe()}
-                return self._run(started)
-            self.timings.run("warm", self.session.warm)
-            return self.window.around(lambda: self._run(started))
+        started = time.time()
+        try:
+            with self.project.session() as self.session:
+                if self.window is None:
+                    return self._run(started)
+                if self.check_mode:
+                    self.result["downtime"] = {"would_run": self.window.describe()}
+                    return self._run(started)
+                self.timings.run("warm", self.session.warm)
+                return self.window.around(lambda: self._run(started))
+        except DbsafeError:
+            # Refused and failed results carry them too (documented as always returned).
+            self._stamp(started)
+            raise
 
     def _run(self, started):
         before = self.timings.run("introspect", self.session.facts, database=self.options.database,
-                             target=self.options.target, sql=self.diff)
+                                  target=self.options.target, sql=self.diff)
         plan = before["facts"]["plan"]
-        self.result.update(before=state.migration_facts(before), plan=plan)
+        self.result.update(before=state.migration_facts(before), plan=plan,
+                           code_steps=state.code_steps(plan))
+        untested = state.untested_django(before.get("django_version"))
+        if untested:
+            self.warn(untested)
+        if self.diff and plan:
+            # Before the preflight: a refusal shows what it refuses (the SQL too).
+            self.result["diff"] = self._diff(before, plan)
         self._preflight(before, plan)
         if not plan:
             return self._finish(started, "nothing to migrate")
         self.result["changed"] = True
-        if self.diff:
-            self.result["diff"] = self._diff(before, plan)
         if self.check_mode:
-            return self._finish(started, "would apply %d step(s)" % len(plan))
+            return self._finish(started, "would apply %d step(s)%s"
+                                % (len(plan), _runs_code(self.result["code_steps"])))
         if self.result["fake"]:
             self.warn("migrations are faked: they are recorded as applied without running")
         if not self.options.backup:
@@ -203,16 +222,19 @@ class GuardedMigrate:
                 snapshot, backup = self._snapshot_and_backup(engine, before)
                 track.migrating(snapshot, backup, state.plan_names(plan))
                 self._migrate_and_verify(engine, before, plan, snapshot, backup)
-        return self._finish(started, "applied %d step(s)" % len(plan))
+        return self._finish(started, "applied %d step(s)%s" % (len(plan), _row_summary(
+            self.result.get("row_changes"))))
 
     # -- steps -------------------------------------------------------------------------------
 
     def _preflight(self, before, plan):
+        # The refusal keeps the result's plan (its steps and operations, the SQL in diff mode)
+        # so a person sees what they are asked to allow.
         problems = preflight_problems(before, self.options)
         if problems:
             raise PreflightRefused(
                 "refused before touching the database: " + " | ".join(problems),
-                problems=problems, plan=state.plan_names(plan), database_changed=False,
+                problems=problems, database_changed=False,
             )
         lossy = state.lossy_steps(plan, before["facts"]["applied_rows"])
         if lossy and not self.options.allow_data_loss:
@@ -220,8 +242,15 @@ class GuardedMigrate:
                 "refused: the plan loses data (%s); set allow_data_loss: true to go ahead "
                 "(a backup is taken first)"
                 % "; ".join("%s: %s" % (s["migration"], s["reason"]) for s in lossy),
-                data_loss=lossy, plan=state.plan_names(plan), database_changed=False,
+                data_loss=lossy, database_changed=False,
             )
+        serious = state.serious_checks(before["facts"])
+        if plan and self.options.skip_checks and not self.result.get("skip_checks"):
+            self.result["skip_checks"] = True
+            self.warn("skip_checks: true - Django's system checks do not gate this migrate (as "
+                      "manage.py migrate --skip-checks)%s" % (
+                          "; errors it would refuse on: %s" % "; ".join(
+                              state.check_text(m) for m in serious) if serious else ""))
 
     def _recheck_after_lock(self, snapshot, before, plan):
         """Another run may have migrated while we waited: read the state again if it moved."""
@@ -229,10 +258,11 @@ class GuardedMigrate:
         if rows == set(before["facts"]["applied_rows"]):
             return before, plan
         before = self.timings.run("introspect_again", self.session.facts,
-                             database=self.options.database, target=self.options.target)
+                                  database=self.options.database, target=self.options.target)
         plan = before["facts"]["plan"]
         self._preflight(before, plan)
-        self.result.update(before=state.migration_facts(before), plan=plan)
+        self.result.update(before=state.migration_facts(before), plan=plan,
+                           code_steps=state.code_steps(plan))
         return before, plan
 
     def _snapshot_and_backup(self, engine, before):
@@ -269,7 +299,7 @@ class GuardedMigrate:
             after = self.timings.run(
                 "migrate", self.session.migrate, database=self.options.database,
                 target=self.options.target, fake=self.options.fake,
-                fake_initial=self.options.fake_initial,
+                fake_initial=self.options.fake_initial, skip_checks=self.options.skip_checks,
             )
         except DbsafeError as error:  # killed, crashed, no answer
             return self._put_back(engine, snapshot, backup, None, error.msg)
@@ -284,6 +314,20 @@ class GuardedMigrate:
             return self._put_back(engine, snapshot, backup, None,
                                   "verification failed: " + "; ".join(problems))
         self.result["after"] = state.migration_facts(after)
+        self._row_changes(engine, snapshot)
+
+    def _row_changes(self, engine, snapshot):
+        """Tables whose row count the migrate changed (a data migration's deletes show here):
+        the full snapshot's counts before, plain counts after."""
+        try:
+            counts = self.timings.run("rows_after", engine.row_counts)
+        except DbsafeError as error:  # the migrate succeeded: say so, do not fail for this
+            self.warn("the migrate succeeded, but counting the rows after it failed: %s"
+                      % error.msg)
+            return
+        # No snapshot: the SQLite file did not exist before, every row is new.
+        self.result["row_changes"] = state.row_changes(
+            snapshot["tables"] if snapshot else {}, counts)
 
     def _put_back(self, engine, snapshot, backup, failed_step, error):
         what = "migration %s failed" % failed_step if failed_step else "migrate failed"
@@ -339,7 +383,6 @@ class GuardedMigrate:
             return None
         return run_marker.RunMarker(self.store.directory, backup_label(engine.connection))
 
-
     def _diff(self, before, plan):
         applied = sorted(before["facts"]["applied_rows"])
         expected = set(applied)
@@ -358,10 +401,28 @@ class GuardedMigrate:
 
     def _finish(self, started, summary):
         self.result["msg"] = summary
+        self._stamp(started)
+        return self.result
+
+    def _stamp(self, started):
         self.result["timings"] = dict(self.timings)
         self.result["duration"] = round(time.time() - started, 3)
         self.result["launches"] = self.project.launches
-        return self.result
+
+
+def _row_summary(changes):
+    if not changes:
+        return ""
+    return "; rows changed: %s" % ", ".join(
+        "%s %s -> %s" % (c["table"], c["before"] or 0, c["after"] or 0) for c in changes[:10])
+
+
+def _runs_code(code_steps):
+    """The summary's note on steps whose data changes the plan cannot show."""
+    if not code_steps:
+        return ""
+    return "; %d of them run code or raw SQL (RunPython/RunSQL), whose data changes only show " \
+        "once they ran: %s" % (len(code_steps), ", ".join(s["migration"] for s in code_steps))
 
 
 class _no_tracking:

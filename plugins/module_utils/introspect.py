@@ -9,7 +9,8 @@ Everything is gathered in that one launch, because booting Django is the expensi
 
 Requests:
 - ``facts``: migration graph, applied rows, plan (to the latest state or to a target),
-  conflicts, ghosts, inconsistent history, pending model changes, database settings. Reads only.
+  conflicts, ghosts, inconsistent history, pending model changes, the system checks' messages,
+  database settings. Reads only.
 - ``migrate``: runs ``migrate`` in-process, then gathers the facts again and runs the
   post-migration checks, so a guarded migrate needs one launch for planning and one for doing.
 - ``warm``: imports Django's own framework modules and nothing of the project (no settings,
@@ -97,31 +98,57 @@ def warm(request):
     return {"warmed": loaded, "timings": {"warm": round(time.time() - started, 4)}}
 
 
+# How this process booted the project, once it did (a session's later requests reuse it).
+_BOOTED = {}
+
+
+class _HandOver(BaseException):
+    """Raised where manage.py hands over to Django's command line: our request runs instead
+    of a command. BaseException, so that manage.py's own ``except Exception`` lets it pass."""
+
+
 def boot(request):
-    """Set up the environment and Django exactly like manage.py would."""
+    """Set up the environment and Django exactly like manage.py does: by running manage.py's
+    own code (pymysql.install_as_MySQLdb(), loading a .env, sys.path changes, the settings
+    default...) up to its call of Django's command line. Without a manage.py (settings given),
+    the way manage.py usually boots: the project on sys.path, then django.setup().
+
+    Returns (django, how): how is {"boot": "manage.py" | "fallback"[, "boot_note": why]}."""
     project_path = request["project_path"]
     if not os.path.isdir(project_path):
         raise IntrospectionError("project_path", "project_path %s is not a directory" % project_path)
-    if not os.path.isfile(os.path.join(project_path, "manage.py")):
-        raise IntrospectionError("project_path", "no manage.py in %s" % project_path)
-    os.chdir(project_path)
-    if project_path not in sys.path:
-        sys.path.insert(0, project_path)
+    manage_py = os.path.join(project_path, "manage.py")
+    has_manage_py = os.path.isfile(manage_py)
     os.environ.update(request.get("environment") or {})
     if request.get("settings"):
+        # As DJANGO_SETTINGS_MODULE=... manage.py: its setdefault keeps ours.
         os.environ["DJANGO_SETTINGS_MODULE"] = request["settings"]
-    else:
-        os.environ.setdefault("DJANGO_SETTINGS_MODULE", _settings_from_manage_py(project_path) or "")
+    if not has_manage_py and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        raise IntrospectionError("project_path", "no manage.py in %s (and no settings given)"
+                                 % project_path)
+    os.chdir(project_path)
+    if project_path not in sys.path:
+        sys.path.insert(0, project_path)  # where python manage.py puts it: the script's directory
+    try:
+        import django
+        from django.core import management
+    except ImportError as error:
+        raise IntrospectionError(
+            "django_missing", "Django is not importable by %s: %s" % (sys.executable, error)
+        )
+    if _BOOTED:  # a later request of a session: manage.py ran, Django is set up
+        return django, dict(_BOOTED)
+    how = {"boot": "fallback", "boot_note": "no manage.py in %s" % project_path}
+    if has_manage_py:
+        if run_manage_py(manage_py, management, request):
+            how = {"boot": "manage.py"}
+        else:
+            how["boot_note"] = ("manage.py ran but did not hand over to Django's command line "
+                                "(execute_from_command_line or ManagementUtility.execute)")
     if not os.environ.get("DJANGO_SETTINGS_MODULE"):
         raise IntrospectionError(
             "settings",
             "no settings module: pass settings (DJANGO_SETTINGS_MODULE); manage.py does not set one",
-        )
-    try:
-        import django
-    except ImportError as error:
-        raise IntrospectionError(
-            "django_missing", "Django is not importable by %s: %s" % (sys.executable, error)
         )
     try:
         django.setup()
@@ -130,18 +157,44 @@ def boot(request):
             "settings",
             "cannot import settings module %r: %s" % (os.environ["DJANGO_SETTINGS_MODULE"], error),
         )
-    return django
+    _BOOTED.update(how)
+    return django, how
 
 
-def _settings_from_manage_py(project_path):
-    """manage.py's os.environ.setdefault('DJANGO_SETTINGS_MODULE', '...'), without running it."""
-    import re
+# The command manage.py is told it runs, for a manage.py that looks at sys.argv.
+_COMMANDS = {"facts": "showmigrations", "migrate": "migrate", "migrate_to_set": "migrate"}
 
-    with open(os.path.join(project_path, "manage.py")) as handle:
-        match = re.search(
-            r"""DJANGO_SETTINGS_MODULE['"]\s*,\s*['"]([\w.]+)['"]""", handle.read()
-        )
-    return match.group(1) if match else None
+
+def run_manage_py(path, management, request):
+    """Run manage.py as ``python manage.py <command>`` would, with Django's command line
+    replaced by a hand-over back to us; True if it handed over."""
+    import runpy
+
+    def hand_over(*args, **kwargs):
+        raise _HandOver()
+
+    saved = (management.execute_from_command_line, management.ManagementUtility.execute,
+             list(sys.argv))
+    management.execute_from_command_line = hand_over
+    management.ManagementUtility.execute = hand_over
+    action = request.get("action") or "facts"
+    sys.argv[:] = [path, request.get("command") or _COMMANDS.get(action, action)]
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except _HandOver:
+        return True
+    except SystemExit as error:
+        raise IntrospectionError(
+            "manage_py", "%s exited (status %s) before handing over to Django's command line"
+            % (path, error.code))
+    except Exception as error:
+        raise IntrospectionError(
+            "manage_py", "%s failed before handing over to Django's command line: %s: %s"
+            % (path, error.__class__.__name__, error), traceback=traceback.format_exc())
+    finally:
+        management.execute_from_command_line, management.ManagementUtility.execute = saved[:2]
+        sys.argv[:] = saved[2]
+    return False
 
 
 def connection_for(alias):
@@ -442,6 +495,37 @@ def collect_sql(executor, migration, backwards):
         return ["-- cannot render SQL: %s" % error]
 
 
+CHECK_LEVELS = ((50, "CRITICAL"), (40, "ERROR"), (30, "WARNING"), (20, "INFO"), (0, "DEBUG"))
+
+
+def system_checks(connection, entry):
+    """The messages of the system checks ``manage.py migrate`` runs before it touches the
+    database (its ``self.check(databases=[database])``: every tag, no deployment checks),
+    silenced ones left out. A missing SQLite file is not connected to (that would create it):
+    the checks then run without the database, as they would with no database at all."""
+    from django.core import checks
+
+    databases = [connection.alias] if entry["exists"] else None
+    try:
+        messages = checks.run_checks(include_deployment_checks=False, databases=databases)
+    except Exception as error:  # manage.py migrate would stop on it too
+        return [{"id": None, "level": "ERROR", "serious": True, "obj": None, "hint": None,
+                 "message": "a system check raised %s: %s" % (error.__class__.__name__, error)}]
+    found = []
+    for message in messages:
+        if message.is_silenced():
+            continue
+        level = next(name for floor, name in CHECK_LEVELS if message.level >= floor)
+        obj = message.obj
+        if hasattr(obj, "_meta"):
+            obj = obj._meta.label
+        found.append({"id": message.id, "level": level, "serious": message.is_serious(),
+                      "message": str(message.msg),
+                      "hint": str(message.hint) if message.hint is not None else None,
+                      "obj": str(obj) if obj is not None else None})
+    return found
+
+
 def gather(request, connection, entry, timings):
     started = time.time()
     loader = build_loader(connection, entry)
@@ -465,6 +549,10 @@ def gather(request, connection, entry, timings):
     started = time.time()
     facts["plan"] = plan(executor, targets, with_sql=request.get("sql", False))
     timings["plan"] = round(time.time() - started, 4)
+    if request.get("checks", True):
+        started = time.time()
+        facts["checks"] = system_checks(connection, entry)
+        timings["checks"] = round(time.time() - started, 4)
     if request.get("pending", True):
         started = time.time()
         # Computed afresh after a migrate too: the models are the live classes, and code the
@@ -527,6 +615,8 @@ def migrate(request, connection, entry, timings):
         "database": connection.alias,
         "interactive": False,
         "verbosity": 1,
+        # call_command skips the system checks unless told; manage.py migrate runs them.
+        "skip_checks": bool(request.get("skip_checks")),
         "fake": bool(request.get("fake")),
         "fake_initial": bool(request.get("fake_initial")),
     }
@@ -660,7 +750,7 @@ def run(request):
         return warm(request)
     timings = {}
     started = time.time()
-    django = boot(request)
+    django, how = boot(request)
     timings["boot"] = round(time.time() - started, 4)
     from django.conf import settings
 
@@ -679,6 +769,7 @@ def run(request):
         "media_root": str(getattr(settings, "MEDIA_ROOT", "") or ""),
         "timings": timings,
     }
+    result.update(how)
     if request.get("action") == "migrate_to_set":
         result["migrate_to_set"] = migrate_to_set(request, connection, entry, timings)
         return result
@@ -690,7 +781,7 @@ def run(request):
         # The verification reads the state afresh: a new connection, a new loader.
         connection.close()
         entry = database_settings(connection)
-        after = dict(request, target=None, sql=False)
+        after = dict(request, target=None, sql=False, checks=False)
         try:
             result["facts"] = gather(after, connection, entry, timings)
         except Exception as error:  # e.g. the connection was killed: the guard restores

@@ -109,8 +109,12 @@ class DjangoProject:
         if not os.path.isdir(self.project_path):
             raise ProjectError("project_path %s does not exist or is not a directory"
                                % self.project_path)
-        if not os.path.isfile(os.path.join(self.project_path, "manage.py")):
-            raise ProjectError("no manage.py in project_path %s" % self.project_path)
+        # Without manage.py the project boots the fallback way, which needs the settings.
+        if not os.path.isfile(os.path.join(self.project_path, "manage.py")) and not (
+                self.settings or self.environment.get("DJANGO_SETTINGS_MODULE")):
+            raise ProjectError("no manage.py in project_path %s (and no settings given): point "
+                               "project_path at the directory of manage.py, or set settings"
+                               % self.project_path)
         if os.sep in self.interpreter and not os.access(self.interpreter, os.X_OK):
             raise ProjectError(
                 "interpreter %s not found or not executable (set python: or virtualenv:)"
@@ -193,16 +197,18 @@ class DjangoProject:
             return self.project_path
         return None
 
-    def facts(self, database="default", apps=None, target=None, sql=False, pending=True):
-        return self.call(facts_request(database, apps, target, sql, pending))
+    def facts(self, database="default", apps=None, target=None, sql=False, pending=True,
+              checks=True):
+        return self.call(facts_request(database, apps, target, sql, pending, checks))
 
-    def migrate(self, database="default", target=None, fake=False, fake_initial=False):
+    def migrate(self, database="default", target=None, fake=False, fake_initial=False,
+                skip_checks=False):
         """Run migrate in the project and gather the facts after it, in one launch.
 
         Returns the introspect result with ``migrate`` ({steps, error, output}) and ``facts``
         (None with ``facts_error`` when they could not be read afterwards).
         """
-        return self.call(migrate_request(database, target, fake, fake_initial))
+        return self.call(migrate_request(database, target, fake, fake_initial, skip_checks))
 
     def migrate_to_set(self, applied, database="default", overrides=None):
         """Migrate ANOTHER, empty database to exactly the applied set ``applied``, in one launch.
@@ -249,11 +255,13 @@ class ProjectSession:
         a fraction of a cold one (see introspect.warm). Must be the session's first request."""
         return self.call({"action": "warm"})
 
-    def facts(self, database="default", apps=None, target=None, sql=False, pending=True):
-        return self.call(facts_request(database, apps, target, sql, pending))
+    def facts(self, database="default", apps=None, target=None, sql=False, pending=True,
+              checks=True):
+        return self.call(facts_request(database, apps, target, sql, pending, checks))
 
-    def migrate(self, database="default", target=None, fake=False, fake_initial=False):
-        return self.call(migrate_request(database, target, fake, fake_initial))
+    def migrate(self, database="default", target=None, fake=False, fake_initial=False,
+                skip_checks=False):
+        return self.call(migrate_request(database, target, fake, fake_initial, skip_checks))
 
     def command(self, name, args=(), database="default"):
         """``flush`` or ``loaddata`` in the project; the answer's ``command`` has ``error``
@@ -262,17 +270,21 @@ class ProjectSession:
                           "database": database, "pending": False})
 
 
-def facts_request(database="default", apps=None, target=None, sql=False, pending=True):
+def facts_request(database="default", apps=None, target=None, sql=False, pending=True,
+                  checks=True):
+    """``checks``: run the system checks manage.py migrate runs (their messages in the facts)."""
     request = {"action": "facts", "database": database, "apps": apps or [],
-               "sql": sql, "pending": pending}
+               "sql": sql, "pending": pending, "checks": checks}
     if target:
         request["target"] = target
     return request
 
 
-def migrate_request(database="default", target=None, fake=False, fake_initial=False):
+def migrate_request(database="default", target=None, fake=False, fake_initial=False,
+                    skip_checks=False):
+    """``skip_checks``: like manage.py migrate --skip-checks (Django's checks gate otherwise)."""
     request = {"action": "migrate", "database": database, "fake": fake,
-               "fake_initial": fake_initial, "pending": True}
+               "fake_initial": fake_initial, "pending": True, "skip_checks": skip_checks}
     if target:
         request["target"] = target
     return request

@@ -133,6 +133,8 @@ def migration_report(host, result):
         "duration_seconds": result.get("duration"),
         "timings": result.get("timings") or {},
         "service_window": window.get("steps"),
+        # Tables whose row count the migrate changed (a data migration's deletes, too).
+        "row_changes": result.get("row_changes") or [],
     }
 
 
@@ -171,6 +173,14 @@ def render_markdown(report):
                     "yes" if step.get("ok") else "**no**", _cell(step.get("seconds"))))
         else:
             lines.append("No migration was applied.")
+        if m.get("row_changes"):
+            lines += ["", "Rows changed by the migrate:", "",
+                      "| table | rows before | rows after | change |",
+                      "| --- | --- | --- | --- |"]
+            for change in m["row_changes"]:
+                lines.append("| %s | %s | %s | %+d |" % (
+                    _cell(change.get("table")), _cell(change.get("before")),
+                    _cell(change.get("after")), change.get("change") or 0))
         backup = m["backup"]
         lines.append("")
         if backup:

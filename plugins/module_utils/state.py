@@ -8,7 +8,27 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import re
 import socket
+
+# The Django releases the collection is tested with (tests/integration: the demo project and
+# the modules under each); outside them a warning names the range.
+TESTED_DJANGO = ((3, 2), (6, 1))
+
+
+def untested_django(version):
+    """A warning when ``version`` (e.g. "6.2.1") is outside TESTED_DJANGO, else None."""
+    match = re.match(r"(\d+)\.(\d+)", str(version or ""))
+    if not match:
+        return None
+    parts = (int(match.group(1)), int(match.group(2)))
+    low, high = TESTED_DJANGO
+    if low <= parts <= high:
+        return None
+    return ("the project runs Django %s, outside the range this collection is tested with "
+            "(Django %d.%d to %d.%d): check the results with care"
+            % (version, low[0], low[1], high[0], high[1]))
+
 
 # Operations that destroy data when they run forwards.
 LOSSY_FORWARD_OPERATIONS = ("RemoveField", "DeleteModel")
@@ -46,8 +66,10 @@ def migration_facts(result, apps=None):
         for app, migrations in facts["apps"].items()
         if not wanted or app in wanted
     )
-    return {
+    facts_out = {
         "django_version": result["django_version"],
+        # How the project was started: through its manage.py, or the fallback (and why).
+        "boot": result.get("boot"),
         "database": public_database(result["database"]),
         "apps": app_entries,
         "plan": [n for n in plan_names(facts["plan"]) if _in_apps(n, wanted)],
@@ -62,7 +84,29 @@ def migration_facts(result, apps=None):
         "pending_changes": dict(
             (a, v) for a, v in facts.get("pending_changes", {}).items() if not wanted or a in wanted
         ),
+        # The system checks manage.py migrate runs (not per app: they gate every migrate).
+        "checks": list(facts.get("checks") or []),
     }
+    if result.get("boot_note"):
+        facts_out["boot_note"] = result["boot_note"]
+    return facts_out
+
+
+def serious_checks(facts):
+    """The system check messages that stop ``manage.py migrate`` (ERROR and CRITICAL)."""
+    return [message for message in facts.get("checks") or [] if message.get("serious")]
+
+
+def check_text(message):
+    """One check message as Django prints it: ``obj: (id) message HINT: hint``."""
+    text = message.get("message") or ""
+    if message.get("id"):
+        text = "(%s) %s" % (message["id"], text)
+    if message.get("obj"):
+        text = "%s: %s" % (message["obj"], text)
+    if message.get("hint"):
+        text += " HINT: %s" % message["hint"]
+    return text
 
 
 def lossy_steps(plan, applied_rows=None):
@@ -137,3 +181,37 @@ def plan_problems(facts, plan, complete=True):
 def _applied_names(facts):
     return ["%s.%s" % (app, m["name"]) for app, migrations in facts["apps"].items()
             for m in migrations if m["applied"]]
+
+
+# Operations whose effect the plan cannot show: they run the project's code or raw SQL.
+CODE_OPERATIONS = ("RunPython", "RunSQL")
+
+
+def code_steps(plan):
+    """Steps that run code (RunPython) or raw SQL (RunSQL): what they do to the data is only
+    known once they ran (see ``row_changes``)."""
+    found = []
+    for step in plan:
+        ops = [op for op in step["operations"] if op["type"] in CODE_OPERATIONS]
+        if ops:
+            found.append({"migration": step["migration"],
+                          "operations": ["%s: %s" % (op["type"], op["description"])
+                                         for op in ops]})
+    return found
+
+
+def row_changes(before, after, ignore=("django_migrations",)):
+    """Tables whose row count changed: ``before`` is a snapshot's ``tables`` ({table:
+    {"rows": n, ...}}), ``after`` the counts ({table: n}); a table only on one side counts
+    as 0 rows on the other (and shows None there). django_migrations, which every migrate
+    writes, is left out."""
+    counts = dict((table, entry["rows"]) for table, entry in (before or {}).items())
+    changes = []
+    for table in sorted(set(counts) | set(after or {})):
+        if table in ignore:
+            continue
+        old, new = counts.get(table), (after or {}).get(table)
+        if (old or 0) != (new or 0):
+            changes.append({"table": table, "before": old, "after": new,
+                            "change": (new or 0) - (old or 0)})
+    return changes

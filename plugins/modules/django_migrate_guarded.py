@@ -16,7 +16,10 @@ description:
     the backup and proves the database equals its state before the run when anything fails.
   - Refuses before touching anything on conflicts, inconsistent history, ghost migrations,
     model changes without a migration, an irreversible step in a backwards plan, a plan that
-    loses data (unless O(allow_data_loss)) and O(fake) or O(fake_initial) (unless O(allow_fake)).
+    loses data (unless O(allow_data_loss)), O(fake) or O(fake_initial) (unless O(allow_fake))
+    and an error of Django's system checks (unless O(skip_checks)).
+  - A refusal still returns RV(plan) (steps and operations) and, in diff mode, RV(diff) with
+    the SQL, so a person sees what they are asked to allow.
   - Works the same on MySQL/MariaDB, where DDL is not transactional and a failed migration
     leaves a half-changed schema behind; the restore undoes it.
   - While it holds the lock it keeps a marker C(.dbsafe-run-<label>.json) in O(backup_dir)
@@ -103,6 +106,15 @@ options:
       - Seconds to wait for another run's migration lock before failing with the holder's name.
     type: int
     default: 300
+  skip_checks:
+    description:
+      - Migrate although Django's system checks report an error, like
+        C(manage.py migrate --skip-checks). Without it the checks gate the migrate exactly as
+        C(manage.py migrate) does (every tag, this database, silenced checks stay silent).
+        An error or critical message refuses the run before anything is touched.
+      - Recorded in the result (RV(skip_checks)) with a warning.
+    type: bool
+    default: false
   downtime:
     description:
       - Stop the application, switch its code, migrate and start it again, all in this one
@@ -229,10 +241,36 @@ after:
   returned: when migrations were applied
   type: dict
 plan:
-  description: The steps, in order, each with C(migration), C(backwards) and its C(operations).
+  description:
+    - The steps, in order, each with C(migration), C(backwards), C(atomic) and its
+      C(operations) (each with C(type), for example C(RunPython), C(description) and
+      C(reversible)); in diff mode each step's C(sql) too.
+    - Also in a refused result.
   returned: always
   type: list
   elements: dict
+code_steps:
+  description:
+    - The steps of RV(plan) that run code or raw SQL (C(RunPython), C(RunSQL)), each with
+      C(migration) and its C(operations); what they do to the data shows only once they ran
+      (see RV(row_changes)). The summary (C(msg)) of a check-mode run names them.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{migration: books.0007_delete_authors, operations: ['RunPython: Raw Python operation']}]
+row_changes:
+  description:
+    - After a successful migrate, the tables whose row count changed, each with C(table),
+      C(before), C(after) (null where the table did not exist) and C(change), from the
+      snapshot taken before migrating and a count afterwards. C(django_migrations) is left out.
+  returned: when migrations were applied
+  type: list
+  elements: dict
+  sample: [{table: authors_author, before: 100, after: 60, change: -40}]
+skip_checks:
+  description: True when O(skip_checks) let a migrate go ahead without Django's system checks.
+  returned: when O(skip_checks) was set and there was something to migrate
+  type: bool
 applied:
   description: The steps migrate ran, each with C(migration), C(action), C(ok) and C(seconds).
   returned: always

@@ -83,10 +83,26 @@ EXAMPLES = r"""
 
 RETURN = r"""
 django_version:
-  description: The project's Django version.
+  description:
+    - The project's Django version. One outside the tested range (3.2 to 6.1) gets a warning
+      that names the range.
   returned: success
   type: str
   sample: 5.2.19
+boot:
+  description:
+    - How the project was started. V(manage.py) - its own C(manage.py) ran up to where it hands
+      over to Django's command line (whatever it does first, such as
+      C(pymysql.install_as_MySQLdb()) or loading a C(.env), happened), then the introspection
+      ran instead of a command. V(fallback) - there was no C(manage.py) to run (or it did not
+      hand over); C(boot_note) says why.
+  returned: success
+  type: str
+  sample: manage.py
+boot_note:
+  description: Why the project booted the V(fallback) way.
+  returned: when RV(boot) is V(fallback)
+  type: str
 database:
   description: The database the facts are about (never the password).
   returned: success
@@ -137,6 +153,16 @@ pending_changes:
   returned: success
   type: dict
   sample: {books: [Add field isbn13 to book]}
+checks:
+  description:
+    - The messages of Django's system checks that C(manage.py migrate) runs before it migrates
+      (every tag, this database; silenced ones left out), each with C(id), C(level) (C(DEBUG),
+      C(INFO), C(WARNING), C(ERROR) or C(CRITICAL)), C(serious) (an error: migrate refuses),
+      C(message), C(hint) and C(obj).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{id: shop.E001, level: ERROR, serious: true, message: 'MariaDB 10.7+ needs the UUID migration', hint: 'Run manage.py migrate_uuids first.', obj: null}]
 problems:
   description:
     - With O(expect), what does not match, as sentences (a step not applied, a backwards step
@@ -171,6 +197,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.project import (
 from ansible_collections.dbsafe.django.plugins.module_utils.state import (
     migration_facts,
     plan_problems,
+    untested_django,
 )
 
 
@@ -194,6 +221,9 @@ def main():
     except DbsafeError as error:
         fail_with(module, error)
     facts = migration_facts(result, module.params["apps"])
+    warning = untested_django(facts["django_version"])
+    if warning:
+        module.warn(warning)
     expect = module.params["expect"]
     if expect is not None:
         facts["problems"] = plan_problems(dict(facts, applied_rows=result["facts"]["applied_rows"]),

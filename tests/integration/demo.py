@@ -31,7 +31,7 @@ def _find_python(venv, env_var, fallback):
 
     An explicit environment variable wins; then the repository virtualenv that
     scripts/bootstrap creates (.venv for Django 5.2, .venv-django42 for 4.2, .venv-django32
-    for 3.2); then, only
+    for 3.2, .venv-django61 for 6.1); then, only
     if present, a pre-built virtualenv from before bootstrap existed on this machine.
     The path is not resolved: a venv's python is a symlink and resolving it leaves the venv.
     """
@@ -49,6 +49,8 @@ PYTHONS = {
     "4.2": _find_python(".venv-django42", "DBSAFE_TEST_PYTHON_DJANGO42", "/tmp/lock42/bin/python"),
     # Django 3.2 LTS on Python 3.8 (scripts/bootstrap builds it when a Python 3.8 exists).
     "3.2": _find_python(".venv-django32", "DBSAFE_TEST_PYTHON_DJANGO32", None),
+    # Django 6.1, the newest tested, on Python 3.12 (scripts/bootstrap builds it likewise).
+    "6.1": _find_python(".venv-django61", "DBSAFE_TEST_PYTHON_DJANGO61", None),
 }
 
 
@@ -493,6 +495,104 @@ def add_slow_migration(project_dir, seconds):
         leaf_migration(project_dir), operations, preamble,
     )
     _add_model_field(project_dir, "processed = %s" % field_source)
+    return name
+
+
+CHECK_ID = "books.E900"
+CHECK_HINT = "Run manage.py prepare_upgrade first."
+
+
+def add_system_check(project_dir):
+    """Register a system check (tagged ``database``, like a project's check that blocks an
+    upgrade on a database server) that reports an Error for every database it is asked about;
+    returns its id. ``manage.py migrate`` refuses on it; ``check`` without --database does not
+    see it."""
+    source = (
+        "\n\nfrom django.core import checks as _checks\n\n\n"
+        "@_checks.register(_checks.Tags.database)\n"
+        "def _dbsafe_test_check(app_configs=None, databases=None, **kwargs):\n"
+        "    return [_checks.Error(\"the database %%s needs a manual step before migrating\" %% alias,\n"
+        "                          hint=%r, id=%r) for alias in databases or []]\n"
+        % (CHECK_HINT, CHECK_ID))
+    with open(os.path.join(str(project_dir), BOOKS, "models.py"), "a") as handle:
+        handle.write(source)
+    return CHECK_ID
+
+
+def boot_through_manage_py(project_dir, environment):
+    """Make the copy boot only the way its manage.py boots it, as real projects do: manage.py
+    installs PyMySQL as MySQLdb and loads ``.env`` (the database settings, from
+    ``environment``), and the settings no longer install PyMySQL themselves. Without running
+    manage.py's code first the project cannot reach its database."""
+    with open(os.path.join(str(project_dir), ".env"), "w") as handle:
+        for key, value in sorted(environment.items()):
+            handle.write("%s=%s\n" % (key, value))
+    manage_py = os.path.join(str(project_dir), "manage.py")
+    with open(manage_py) as handle:
+        source = handle.read()
+    prologue = textwrap.dedent('''\
+        import pathlib
+
+        import pymysql
+
+        if tuple(pymysql.version_info[:3]) < (1, 4, 3):
+            pymysql.version_info = (1, 4, 6, "final", 0)
+        pymysql.install_as_MySQLdb()
+
+        # The settings come from .env, as with python-dotenv (the environment wins).
+        _env = pathlib.Path(__file__).resolve().parent / ".env"
+        for _line in _env.read_text().splitlines():
+            if "=" in _line and not _line.lstrip().startswith("#"):
+                _key, _value = _line.split("=", 1)
+                os.environ.setdefault(_key.strip(), _value.strip())
+        ''')
+    source = source.replace("import sys\n", "import sys\n" + prologue, 1)
+    with open(manage_py, "w") as handle:
+        handle.write(source)
+    settings = os.path.join(str(project_dir), "demo", "settings.py")
+    with open(settings) as handle:
+        text = handle.read()
+    text = text.replace("        pymysql.install_as_MySQLdb()\n", "", 1)
+    with open(settings, "w") as handle:
+        handle.write(text)
+
+
+def add_row_deleting_migration(project_dir, keep=60):
+    """Add a books data migration that prints progress and deletes the authors after the
+    first ``keep`` (by id), with a RunPython; returns its name."""
+    preamble = (
+        "def delete_rows(apps, schema_editor):\n"
+        "    Author = apps.get_model('authors', 'Author')\n"
+        "    doomed = list(Author.objects.order_by('id').values_list('id', flat=True)[%d:])\n"
+        "    print('deleting %%d authors' %% len(doomed), flush=True)\n"
+        "    Author.objects.filter(id__in=doomed).delete()\n" % keep
+    )
+    name = _write_migration(
+        project_dir, "%s_delete_authors" % next_number(project_dir),
+        leaf_migration(project_dir),
+        "migrations.RunPython(delete_rows, migrations.RunPython.noop),\n", preamble)
+    return name
+
+
+def add_composite_index_migration(project_dir):
+    """Add a books migration with an index on (author, title): it starts with the foreign key's
+    column, so InnoDB drops the foreign key's implicit index - unless a restore made that index
+    explicit. The index goes into Book's Meta too (no model change without a migration)."""
+    name = _write_migration(
+        project_dir, "%s_book_author_title" % next_number(project_dir),
+        leaf_migration(project_dir),
+        "migrations.AddIndex(\n"
+        "    model_name='book',\n"
+        "    index=models.Index(fields=['author', 'title'], name='book_author_title_idx'),\n"
+        "),\n")
+    path = os.path.join(str(project_dir), BOOKS, "models.py")
+    with open(path) as handle:
+        source = handle.read()
+    meta = ("\n    class Meta:\n        indexes = [models.Index(fields=['author', 'title'], "
+            "name='book_author_title_idx')]\n")
+    source = source.replace("\n    def __str__(self):", meta + "\n    def __str__(self):", 1)
+    with open(path, "w") as handle:
+        handle.write(source)
     return name
 
 

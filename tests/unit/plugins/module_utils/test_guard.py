@@ -71,3 +71,18 @@ def test_unreadable_state_after_migrate_is_a_verification_failure():
 def test_app_without_migration_targets_the_apps_latest():
     assert GuardOptions(app="books").target == {"app": "books", "migration": None}
     assert GuardOptions().target is None
+
+
+def test_a_system_check_error_refuses_naming_its_id_and_hint_unless_skip_checks():
+    checks = [{"id": "shop.E001", "level": "ERROR", "serious": True, "obj": None,
+               "message": "MariaDB 10.7+ needs the UUID migration",
+               "hint": "Run manage.py migrate_uuids first."},
+              {"id": "shop.W001", "level": "WARNING", "serious": False, "obj": None,
+               "message": "only a warning", "hint": None}]
+    problems = preflight_problems(result(plan=[step("books.0002")], checks=checks),
+                                  GuardOptions())
+    assert len(problems) == 1
+    assert "shop.E001" in problems[0] and "Run manage.py migrate_uuids first." in problems[0]
+    assert "skip_checks" in problems[0]
+    assert preflight_problems(result(plan=[step("books.0002")], checks=checks),
+                              GuardOptions(skip_checks=True)) == []

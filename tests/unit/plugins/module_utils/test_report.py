@@ -93,3 +93,15 @@ def test_a_failed_migration_reports_its_plan_by_name():
 
     assert report["migrations"][0]["plan"] == ["books.0006_x", "books.0007_y"]
     assert report["migrations"][0]["restored"] is True
+
+
+def test_row_changes_are_in_the_report_and_its_markdown():
+    migrated = dict(MIGRATED, row_changes=[
+        {"table": "authors_author", "before": 100, "after": 60, "change": -40}])
+    report = build_report("deploy", [{"host": "app1", "preflight": PREFLIGHT,
+                                      "migrate": migrated}], finished=105.0)
+
+    assert report["migrations"][0]["row_changes"][0]["change"] == -40
+    text = render_markdown(report)
+    assert "| table | rows before | rows after | change |" in text
+    assert "| authors_author | 100 | 60 | -40 |" in text

@@ -146,3 +146,48 @@ def test_an_sqlite_database_key_belongs_to_its_machine():
 
     assert (state.public_database(sqlite, hostname="web1")["key"]
             != state.public_database(sqlite, hostname="web2")["key"])
+
+
+def test_serious_checks_and_their_text_as_django_prints_them():
+    checks = [{"id": "shop.E001", "level": "ERROR", "serious": True, "obj": "shop.Order",
+               "message": "needs the UUID migration", "hint": "Run migrate_uuids."},
+              {"id": "shop.W001", "level": "WARNING", "serious": False, "obj": None,
+               "message": "only a warning", "hint": None}]
+    serious = state.serious_checks({"checks": checks})
+    assert [m["id"] for m in serious] == ["shop.E001"]
+    assert state.check_text(serious[0]) == \
+        "shop.Order: (shop.E001) needs the UUID migration HINT: Run migrate_uuids."
+    assert state.serious_checks({}) == []
+
+
+def test_code_steps_name_runpython_and_runsql():
+    plan = [{"migration": "books.0002", "backwards": False, "operations": [
+                {"type": "AddField", "description": "Add field x", "reversible": True}]},
+            {"migration": "books.0003", "backwards": False, "operations": [
+                {"type": "RunPython", "description": "Raw Python operation",
+                 "reversible": True},
+                {"type": "RunSQL", "description": "Raw SQL operation", "reversible": True}]}]
+    assert state.code_steps(plan) == [{"migration": "books.0003", "operations": [
+        "RunPython: Raw Python operation", "RunSQL: Raw SQL operation"]}]
+
+
+def test_row_changes_list_only_tables_whose_count_changed():
+    before = {"authors_author": {"rows": 100, "hash": "x"}, "books_book": {"rows": 3},
+              "django_migrations": {"rows": 20}, "old_table": {"rows": 5},
+              "empty_gone": {"rows": 0}}
+    after = {"authors_author": 60, "books_book": 3, "django_migrations": 21, "new_table": 2,
+             "new_empty": 0}
+    assert state.row_changes(before, after) == [
+        {"table": "authors_author", "before": 100, "after": 60, "change": -40},
+        {"table": "new_table", "before": None, "after": 2, "change": 2},
+        {"table": "old_table", "before": 5, "after": None, "change": -5},
+    ]
+    assert state.row_changes(None, {"t": 0}) == []
+
+
+def test_a_django_outside_the_tested_range_gets_a_warning_naming_it():
+    for inside in ("3.2.25", "4.2.30", "5.2.19", "6.0", "6.1.3", "6.1rc1"):
+        assert state.untested_django(inside) is None, inside
+    for outside in ("3.1.14", "2.2", "6.2.0", "7.0a1"):
+        warning = state.untested_django(outside)
+        assert outside in warning and "3.2 to 6.1" in warning
