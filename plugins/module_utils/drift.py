@@ -68,21 +68,60 @@ def ignored(table, patterns):
     return any(fnmatch.fnmatchcase(table, pattern) for pattern in patterns)
 
 
-def schema_only(snapshot, ignore_tables=()):
+def schema_only(snapshot, ignore_tables=(), engine=None):
     """The part of a snapshot the drift check compares: the schema without ignored tables.
 
     No ``migrations`` (the django_migrations rows are not schema: ghosts and squash records
-    differ by history) and no table contents.
+    differ by history) and no table contents. On MySQL/MariaDB without the foreign keys'
+    indexes InnoDB keeps or drops by itself (``without_innodb_fk_indexes``).
     """
     schema = snapshot.get("schema") or {}
-    return {"schema": dict((table, value) for table, value in schema.items()
-                           if not ignored(table, ignore_tables))}
+    schema = dict((table, value) for table, value in schema.items()
+                  if not ignored(table, ignore_tables))
+    if engine == "mysql":
+        schema = dict((table, without_innodb_fk_indexes(value))
+                      for table, value in schema.items())
+    return {"schema": schema}
 
 
-def compare(expected, live, ignore_tables=()):
-    """(real differences, harmless name-only differences) between two engine snapshots."""
-    differences = diff_snapshots(schema_only(expected, ignore_tables),
-                                 schema_only(live, ignore_tables), data=False)
+def without_innodb_fk_indexes(table):
+    """The table without the plain indexes on exactly a foreign key's columns that another
+    index (or the primary key, or a unique constraint) starting with those columns makes
+    redundant.
+
+    InnoDB needs an index whose first columns are a foreign key's: it creates one when there
+    is none and drops it silently when another index starts with the same columns - but only
+    the index it created. A dump writes that index as an explicit KEY, so after a restore it
+    stays when such an index is added, where a database built by the migrations has none.
+    Neither is a difference the migrations made.
+    """
+    indexes = [list(index["columns"]) for index in table.get("indexes") or []]
+    keys = [list(table.get("primary_key") or [])]
+    keys += [list(columns) for columns in table.get("unique") or []]
+    redundant = []
+    for fk in table.get("foreign_keys") or []:
+        columns = list(fk["columns"])
+        size = len(columns)
+        # A longer plain index, or a key at least as long, serves the foreign key instead.
+        if any(len(c) > size and c[:size] == columns for c in indexes) or \
+                any(len(c) >= size and c[:size] == columns for c in keys):
+            redundant.append(columns)
+    if not redundant:
+        return table
+    kept = [index for index in table.get("indexes") or []
+            if index.get("unique") or list(index["columns"]) not in redundant]
+    gone = set("index %s(%s)" % (index.get("type"), ",".join(index["columns"]))
+               for index in table.get("indexes") or [] if index not in kept)
+    names = dict((name, what) for name, what in (table.get("names") or {}).items()
+                 if what not in gone)
+    return dict(table, indexes=kept, names=names)
+
+
+def compare(expected, live, ignore_tables=(), engine=None):
+    """(real differences, harmless name-only differences) between two engine snapshots of
+    ``engine`` (the Connection's engine name)."""
+    differences = diff_snapshots(schema_only(expected, ignore_tables, engine),
+                                 schema_only(live, ignore_tables, engine), data=False)
     return split_harmless(differences)
 
 
@@ -183,7 +222,8 @@ class SchemaDrift:
 
     def run(self):
         options = self.options
-        live_result = self.project.facts(database=options.database, pending=False)
+        live_result = self.project.facts(database=options.database, pending=False,
+                                         checks=False)
         live = DjangoProject.connection(live_result)
         if live.engine == "sqlite" and not live_result["database"].get("exists", True):
             raise ProjectError("sqlite database %s does not exist: there is no schema to check "
@@ -212,7 +252,8 @@ class SchemaDrift:
 
     def _result(self, live_result, live, applied, built, live_snapshot, expected_snapshot,
                 scratch):
-        real, harmless = compare(expected_snapshot, live_snapshot, self.options.ignore_tables)
+        real, harmless = compare(expected_snapshot, live_snapshot, self.options.ignore_tables,
+                                 live.engine)
         missing = not_replayed(applied, built["migrate_to_set"]["applied_rows"])
         if missing:
             self.warn(

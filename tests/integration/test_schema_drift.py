@@ -19,7 +19,7 @@ import yaml
 import demo
 from ansible_run import CALLBACKS, ROOT, _bin, ansible_env, run_module
 from databases import mysql_admin_sql, pg_admin_sql
-from runner_double import execute, query_value
+from runner_double import engine_of, execute, query_value
 
 MODULE = "django_schema_drift"
 
@@ -426,3 +426,28 @@ def test_drift_check_playbook_lists_the_hosts_that_drifted(tmp_path):
     assert "Schema drift on 1 host(s): drifted; not checked: unchecked." in output
     assert "table hand_made is not built by the migrations" in output
     assert glob.glob(str(tmp_path / "*_drift_*")) == []
+
+
+# -- after our own dump and restore ---------------------------------------------------------------
+
+
+def test_no_drift_after_our_restore_and_a_later_migration(database, tmp_path):
+    """Our dump writes InnoDB's implicit foreign-key index as an explicit KEY; after the restore
+    a migration adding an index that starts with the same column leaves it in place (a fresh
+    database drops it). Neither that nor any other dump/restore artefact is drift."""
+    db = database
+    project = demo.copy_demo(tmp_path)
+    demo.manage(project, db, "migrate")
+    engine = engine_of(db)
+    dump = str(tmp_path / "dump")
+    with open(dump, "wb") as out:
+        engine.dump(out)
+    engine.restore(dump)
+    demo.add_composite_index_migration(project)
+    demo.manage(project, db, "migrate")
+
+    result = run_module(MODULE, demo.module_args(project, db))
+
+    assert not result["failed"], result.get("msg")
+    assert result["drift"] is False, result["summary_lines"]
+    assert_clean_run(result, db)

@@ -198,3 +198,22 @@ def test_an_existing_file_is_never_taken_over(tmp_path):
             pass
     with open(scratch.name) as handle:
         assert handle.read() == "not ours"
+
+
+def test_innodb_fk_indexes_made_redundant_by_a_longer_index_are_not_drift():
+    """After our restore InnoDB keeps the foreign key's index (author_id) next to a later
+    (author_id, title) index; a database built by the migrations has only the latter."""
+    composite = {"columns": ["author_id", "title"], "unique": False, "type": "BTREE"}
+    implicit = {"columns": ["author_id"], "unique": False, "type": "BTREE"}
+    fresh = table(indexes=[composite], names={"book_author_title_idx":
+                                              "index BTREE(author_id,title)"})
+    restored = table(indexes=[composite, implicit], names={
+        "book_author_title_idx": "index BTREE(author_id,title)",
+        "books_book_author_id_fk": "index BTREE(author_id)"})
+    expected, live = snapshot({"books_book": fresh}), snapshot({"books_book": restored})
+
+    assert drift.compare(expected, live, engine="mysql") == ([], [])
+    # Elsewhere the index is real drift; so is an index on author_id alone without a longer one.
+    assert drift.compare(expected, live, engine="postgresql")[0]
+    alone = snapshot({"books_book": table(indexes=[implicit])})
+    assert drift.compare(snapshot({"books_book": table(indexes=[])}), alone, engine="mysql")[0]
