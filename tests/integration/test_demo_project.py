@@ -1,7 +1,7 @@
 """The demo Django project itself, and the helpers in demo.py, on the real database servers.
 
 Everything here runs real ``manage.py`` processes against SQLite, PostgreSQL and MariaDB,
-under Django 5.2 and (where cheap) 4.2 and 3.2 (on Python 3.8).
+under Django 5.2 and (where cheap) 4.2, 3.2 (on Python 3.8) and 6.1 (on Python 3.12).
 """
 import os
 import signal
@@ -60,7 +60,7 @@ def books_applied(shown):
 # --- The project on every engine ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2"])
+@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2", "6.1"])
 def test_step_by_step_migrate_back_and_forth(database, tmp_path, django):
     """Partial migrate, showmigrations, the plan, full migrate, fixture, reverse, forward."""
     python = demo.python_for(django)
@@ -99,7 +99,7 @@ def test_step_by_step_migrate_back_and_forth(database, tmp_path, django):
     assert migrated["books"] == [200, TITLES]
 
     if django != "5.2" and database.engine != "sqlite":
-        return  # keeps the file fast: Django 4.2 and 3.2 go backwards on SQLite only
+        return  # keeps the file fast: Django 4.2, 3.2 and 6.1 go backwards on SQLite only
 
     # Backwards plan, then really back to 0003: RemoveField and the RunPython reverse run.
     if django == "5.2":
@@ -118,7 +118,7 @@ def test_step_by_step_migrate_back_and_forth(database, tmp_path, django):
     assert len(forward["recorded"]) == len(unapplied) + 2
 
 
-@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2"])
+@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2", "6.1"])
 def test_models_and_migrations_agree(sqlite_database, tmp_path, django):
     project = demo.copy_demo(tmp_path)
     proc = demo.manage(project, sqlite_database, "makemigrations", "--check", "--dry-run",
@@ -129,7 +129,7 @@ def test_models_and_migrations_agree(sqlite_database, tmp_path, django):
 # --- Scenario builders ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2"])
+@pytest.mark.parametrize("django", ["5.2", "4.2", "3.2", "6.1"])
 def test_add_pending_model_change_is_detected(sqlite_database, tmp_path, django):
     project = demo.copy_demo(tmp_path)
     field = demo.add_pending_model_change(project)
