@@ -54,7 +54,7 @@ START_STOP_DAEMON = "/sbin/start-stop-daemon"
 PG_BIN = os.environ.get("DBSAFE_FIELD_PG_BIN", "/usr/lib/postgresql/15/bin")
 SYSTEM_PYTHON = os.environ.get("DBSAFE_FIELD_PYTHON", "/usr/bin/python3")
 RESULTS = os.environ.get("DBSAFE_FIELD_RESULTS", os.path.join(ROOT, "build", "reliability", "field.json"))
-LOGS = os.path.join(ROOT, "build", "field", "logs")
+LOGS = os.environ.get("DBSAFE_FIELD_LOGS", os.path.join(ROOT, "build", "field", "logs"))
 STOP_PIDFILE = os.path.join(ROOT, "tests", "integration", "stop_pidfile.sh")
 # The packages the hosts' Python needs (the demo project and the database drivers), pinned as in
 # the project's own lock file.
@@ -533,7 +533,7 @@ def scan_and_record(name, argv, env, cwd, secrets_, users, reports_dir, test, en
     before = set(glob.glob(os.path.join(reports_dir, "*"))) if reports_dir else set()
     begin = time.time()
     os.makedirs(LOGS, exist_ok=True)
-    raw = os.path.join(LOGS, ".running.log")
+    raw = os.path.join(LOGS, ".running-%d.log" % os.getpid())  # two harness runs may coexist
     # The output goes to a file, not a pipe: this process then only waits (no reading loop
     # competing with the sampler thread).
     with open(os.open(raw, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+") as sink:

@@ -63,7 +63,30 @@ def test_deploy_brings_every_host_to_release_2(engine, fleets, request):
     report = run.reports[-1]
     assert report["result"] == "succeeded"
     assert [h["host"] for h in report["hosts"]] == list(FLEET)
+    if fleet.pipelining:
+        assert_fleet_downtime_bounded(report)
     fleet.settled("release-2")
+
+
+# Issue 13, item 7: the fleet's window holds the parallel stop, the code switch, the ONE guarded
+# migrate and the start - nothing that grows with the number of tasks or hosts. The goal is
+# downtime <= the guarded migrate's own duration + 3 s (over SSH, pipelining on); the published
+# figure is benchmarks/fleet.py's (docs/benchmarks.md, "P4 fleet"), measured without -vvv and the
+# argv sampler. Here both run, and other suites share the 2 cores: the difference was +5 to
+# +11 s (benchmark at load 7-9: +3.5 to +8.7 s). The bound catches gross regressions only - a
+# window that grows by several module tasks (1-3 s of start-up each here) or takes the hosts
+# one after another - it does not prove the goal.
+FLEET_DOWNTIME_BOUND = 20.0
+
+
+def assert_fleet_downtime_bounded(report):
+    downtime = report["downtime_seconds"]
+    duration = report["migrations"][0]["duration_seconds"]
+    windows = dict((h["host"], h["downtime_seconds"]) for h in report["hosts"])
+    assert downtime <= duration + FLEET_DOWNTIME_BOUND, (
+        "fleet downtime %.2f s > the guarded migrate's %.2f s + %.0f s (per host: %s; migrate "
+        "timings: %s)" % (downtime, duration, FLEET_DOWNTIME_BOUND, windows,
+                          report["migrations"][0]["timings"]))
 
 
 @pytest.mark.parametrize("engine", ENGINES)
