@@ -336,9 +336,10 @@ class SqliteEngine(Engine):
         path = self.lock_path(name)
         deadline = time.monotonic() + max(0, timeout)
         while True:
-            fd = self._open_lock_file(path)
+            fd = _open_lock_file(path)
             try:
-                if self._flock_until(fd, path, name, timeout, deadline) and _still_at(fd, path):
+                if _flock_until(fd, path, self.connection, name, timeout, deadline) and \
+                        _still_at(fd, path):
                     break
             except BaseException:
                 os.close(fd)
@@ -359,27 +360,29 @@ class SqliteEngine(Engine):
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _open_lock_file(path):
-        try:
-            return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as error:
-            raise EngineError("cannot open the lock file %s: %s" % (path, error.strerror))
 
-    def _flock_until(self, fd, path, name, timeout, deadline):
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except OSError as error:
-                if error.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise EngineError("cannot lock %s: %s" % (path, error.strerror))
-            if time.monotonic() >= deadline:
-                raise LockTimeout(
-                    lock_timeout_message(self.connection, name, timeout, _read_holder(fd)),
-                    holder=_read_holder(fd), lock=name,
-                )
-            time.sleep(0.1)
+def _open_lock_file(path):
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise EngineError("cannot open the lock file %s: %s" % (path, error.strerror))
+
+
+def _flock_until(fd, path, connection, name, timeout, deadline):
+    """flock ``fd`` exclusively, retrying until ``deadline``; LockTimeout names the holder."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):
+                raise EngineError("cannot lock %s: %s" % (path, error.strerror))
+        if time.monotonic() >= deadline:
+            raise LockTimeout(
+                lock_timeout_message(connection, name, timeout, _read_holder(fd)),
+                holder=_read_holder(fd), lock=name,
+            )
+        time.sleep(0.1)
 
 
 def _still_at(fd, path):
