@@ -166,11 +166,18 @@ class GuardedMigrate:
                     self.result["downtime"] = {"would_run": self.window.describe()}
                     return self._run(started)
                 self.timings.run("warm", self.session.warm)
-                return self.window.around(lambda: self._run(started))
+                return self.window.around(lambda: self._work_then_finish(started))
         except DbsafeError:
             # Refused and failed results carry them too (documented as always returned).
             self._stamp(started)
             raise
+
+    def _work_then_finish(self, started):
+        """The window's work; once it is done the interpreter exits while the application
+        starts (its exit is no longer part of the downtime)."""
+        result = self._run(started)
+        self.session.finish()
+        return result
 
     def _run(self, started):
         before = self.timings.run("introspect", self.session.facts, database=self.options.database,

@@ -250,6 +250,10 @@ class ProjectSession:
         self.asked += 1
         return self.project._answer(self.process.ask(data, introspect.RESULT_MARKER))
 
+    def finish(self):
+        """The last request was answered: the interpreter may exit while the module goes on."""
+        self.process.end_input()
+
     def warm(self):
         """Load Django's framework now, the project later: the next request's boot is then
         a fraction of a cold one (see introspect.warm). Must be the session's first request."""

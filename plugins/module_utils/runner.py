@@ -226,12 +226,17 @@ class Session:
                 break
         return CommandResult(self.argv, self.proc.poll(), "".join(lines), self._stderr.text())
 
-    def close(self, timeout=60):
-        """End of input: the process finishes; killed if it does not within ``timeout``."""
+    def end_input(self):
+        """No more requests: the process starts to finish, and the caller goes on meanwhile
+        (the service window starts the application while the interpreter exits)."""
         try:
             self.proc.stdin.close()
         except (IOError, OSError, ValueError):
             pass
+
+    def close(self, timeout=60):
+        """End of input: the process finishes; killed if it does not within ``timeout``."""
+        self.end_input()
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
