@@ -419,16 +419,12 @@ class MariaDB:
 
 class TimedSampler(harness.ArgvSampler):
     """tests/reliability/harness.ArgvSampler (every /proc/*/cmdline read in a loop; leaks,
-    samples and seen as there), with the pause between two complete passes measured, and run
-    at a real-time priority: on 2 busy cores (ansible, sshd, the databases, the app servers) a
-    normal thread waits 50-250 ms for a core now and then. The loop is the harness's, with the
-    timing added; a second watching thread would compete for the GIL and cause the pauses it
-    measures."""
+    samples, seen and the pauses between passes as there), run at a real-time priority: on 2
+    busy cores (ansible, sshd, the databases, the app servers) a normal thread waits 50-250 ms
+    for a core now and then."""
 
     def __init__(self, secrets_):
         super().__init__(secrets_, interval=INTERVAL)
-        self.max_gap = 0.0
-        self.gaps_over_20ms = 0
         self.realtime = False
 
     def _loop(self):
@@ -437,30 +433,7 @@ class TimedSampler(harness.ArgvSampler):
             self.realtime = True
         except (OSError, AttributeError):
             pass
-        me = str(os.getpid())
-        previous = None
-        while not self._stop.is_set():
-            began = time.monotonic()
-            if previous is not None:
-                gap = began - previous  # from the start of one pass to the start of the next
-                self.max_gap = max(self.max_gap, gap)
-                if gap > 0.020:
-                    self.gaps_over_20ms += 1
-            previous = began
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit() or pid == me:
-                    continue
-                try:
-                    with open("/proc/%s/cmdline" % pid, "rb") as handle:
-                        argv = handle.read()
-                except OSError:
-                    continue
-                self.seen.add((pid, argv[:80]))
-                if any(secret in argv for secret in self.secrets):
-                    self.leaks.append(argv.replace(b"\0", b" ").decode("utf-8", "replace"))
-            self.samples += 1
-            # A pass starts every INTERVAL seconds, at once after a pass that took longer.
-            time.sleep(max(0.0, self.interval - (time.monotonic() - began)))
+        super()._loop()
 
 
 # --- the results ---------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ class ArgvSampler:
         self.leaks = []
         self.samples = 0
         self.seen = set()
+        self.max_gap = 0.0  # the longest pause between the starts of two passes
+        self.gaps_over_20ms = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -77,7 +79,15 @@ class ArgvSampler:
 
     def _loop(self):
         me = str(os.getpid())
+        previous = None
         while not self._stop.is_set():
+            began = time.monotonic()
+            if previous is not None:
+                gap = began - previous  # from the start of one pass to the start of the next
+                self.max_gap = max(self.max_gap, gap)
+                if gap > 0.020:
+                    self.gaps_over_20ms += 1
+            previous = began
             for pid in os.listdir("/proc"):
                 if not pid.isdigit() or pid == me:
                     continue
@@ -90,7 +100,8 @@ class ArgvSampler:
                 if any(secret in argv for secret in self.secrets):
                     self.leaks.append(argv.replace(b"\0", b" ").decode("utf-8", "replace"))
             self.samples += 1
-            time.sleep(self.interval)
+            # A pass starts every ``interval`` seconds, at once after a pass that took longer.
+            time.sleep(max(0.0, self.interval - (time.monotonic() - began)))
 
 
 def kind_of(module, args):
