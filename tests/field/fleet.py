@@ -636,16 +636,10 @@ class FieldApp(App):
             shutil.rmtree(path, ignore_errors=True)
         self._app(["git", "clone", "--quiet", self.repo, self.project])
         self._app(["git", "-C", self.project] + GIT_IDENTITY + ["checkout", "--quiet", version])
-        shutil.copytree(os.path.join(demo.DEMO_DIR, "media"), self.media,
-                        ignore=shutil.ignore_patterns("uploads"))
-        self.fleet.harness.users.own(self.media)
-        if migrate:
-            self.manage("migrate", "--no-input", "--verbosity", "0")
-        if data:
-            self.manage("loaddata", "demo", "--verbosity", "0")
-        if serve:
-            self.start()
-        return self
+        return self.provision(migrate, data, serve)
+
+    def owned(self, path):
+        self.fleet.harness.users.own(path)
 
     def manage(self, *args):
         env = demo.manage_env(self.project, self.db, dict(self.env(), DEMO_MEDIA_ROOT=self.media))

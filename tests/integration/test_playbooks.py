@@ -170,8 +170,13 @@ class App:
     def running(self, version, migrate=True, data=True, serve=True):
         """Check out ``version``, migrate it, load the demo data and media, start the server."""
         self.checkout(version)
+        return self.provision(migrate, data, serve)
+
+    def provision(self, migrate=True, data=True, serve=True):
+        """The checkout's media, optionally migrated with the demo data, the server started."""
         shutil.copytree(os.path.join(demo.DEMO_DIR, "media"), self.media,
                         ignore=shutil.ignore_patterns("uploads"))
+        self.owned(self.media)
         if migrate:
             self.manage("migrate", "--no-input", "--verbosity", "0")
         if data:
@@ -179,6 +184,9 @@ class App:
         if serve:
             self.start()
         return self
+
+    def owned(self, path):
+        """Hook: a host whose app runs as another user hands ``path`` over to it."""
 
     def start(self):
         subprocess.run(self.start_command(), check=True, env=dict(os.environ, **self.env()))
