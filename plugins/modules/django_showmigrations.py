@@ -157,7 +157,7 @@ checks:
   description:
     - The messages of Django's system checks that C(manage.py migrate) runs before it migrates
       (every tag, this database; silenced ones left out), each with C(id), C(level) (C(DEBUG),
-      C(INFO), C(WARNING), C(ERROR) or C(CRITICAL)), C(serious) (an error: migrate refuses),
+      C(INFO), C(WARNING), C(ERROR) or C(CRITICAL)), C(serious) (an error, migrate refuses on it),
       C(message), C(hint) and C(obj).
   returned: success
   type: list
