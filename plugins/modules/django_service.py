@@ -172,7 +172,8 @@ class ServiceTask:
             if running:
                 return dict(result, changed=False, window=self.window.report)
         self.window.up(code_step)
-        return dict(result, changed=True, window=self.window.report)
+        # No command to run (none configured): nothing changed, nothing to wait for.
+        return dict(result, changed=bool(self.window.report["steps"]), window=self.window.report)
 
     def _code_step(self):
         """The code command ``state`` runs before the start, if any."""
