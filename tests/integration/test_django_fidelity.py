@@ -224,3 +224,28 @@ def test_the_rows_a_data_migration_deletes_are_reported(database, tmp_path):
     assert "rows_after" in result["timings"]
     print("rows_after %s s, snapshot_before %s s" % (result["timings"]["rows_after"],
                                                      result["timings"]["snapshot_before"]))
+
+
+def test_a_half_applied_squash_is_migrated_and_verified(database, tmp_path):
+    """A project that squashed books 0001-0003 (the originals kept, as Django advises while
+    some databases lag behind) on a database that has only 0001 and 0002: the plan runs the
+    remaining originals, Django records the squash too, the verification passes, and the facts
+    afterwards show the squash applied and nothing left."""
+    project, names = prepared(database, tmp_path, upto=2)
+    demo.manage(project, database, "squashmigrations", "books", names[0], names[2], "--noinput")
+    squash = [n for n in demo.migration_names(project) if "_squashed_" in n]
+    assert len(squash) == 1, demo.migration_names(project)
+
+    checked = run_module("django_migrate_guarded", guarded_args(project, database, tmp_path),
+                         check=True)
+    assert not checked["failed"], checked.get("msg")
+    books_plan = [s["migration"] for s in checked["plan"] if s["migration"].startswith("books.")]
+    assert books_plan[:1] == ["books." + names[2]]  # the original, not the squash
+
+    result = run_module("django_migrate_guarded", guarded_args(project, database, tmp_path))
+
+    assert not result["failed"], result.get("msg")
+    assert result["after"]["plan"] == [] and result["after"]["pending_changes"] == {}
+    books = dict((m["name"], m["applied"]) for m in result["after"]["apps"]["books"])
+    assert books[squash[0]] is True
+    assert demo.migrate_plan(project, database) == []
