@@ -18,8 +18,8 @@ description:
     model changes without a migration, an irreversible step in a backwards plan, a plan that
     loses data (unless O(allow_data_loss)), O(fake) or O(fake_initial) (unless O(allow_fake))
     and an error of Django's system checks (unless O(skip_checks)).
-  - A refusal still returns RV(plan) (steps and operations) and, in diff mode, RV(diff) with
-    the SQL, so a person sees what they are asked to allow.
+  - A refusal still returns RV(plan) (steps and operations) and, in diff mode, the task's diff
+    with the SQL, so a person sees what they are asked to allow.
   - Works the same on MySQL/MariaDB, where DDL is not transactional and a failed migration
     leaves a half-changed schema behind; the restore undoes it.
   - While it holds the lock it keeps a marker C(.dbsafe-run-<label>.json) in O(backup_dir)

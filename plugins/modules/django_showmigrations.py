@@ -162,7 +162,9 @@ checks:
   returned: success
   type: list
   elements: dict
-  sample: [{id: shop.E001, level: ERROR, serious: true, message: 'MariaDB 10.7+ needs the UUID migration', hint: 'Run manage.py migrate_uuids first.', obj: null}]
+  sample:
+    - {id: shop.E001, level: ERROR, serious: true, message: 'MariaDB 10.7+ needs the UUID migration',
+       hint: 'Run manage.py migrate_uuids first.', obj: null}
 problems:
   description:
     - With O(expect), what does not match, as sentences (a step not applied, a backwards step

@@ -101,8 +101,8 @@ def test_a_system_check_error_gates_the_migrate_as_manage_py_does(database, tmp_
     assert no_lock_files(database)
 
 
-def test_check_mode_shows_the_plan_and_sql_of_a_plan_refused_for_data_loss(sqlite_database,
-                                                                            tmp_path):
+def test_check_mode_shows_the_plan_and_sql_of_a_plan_refused_for_data_loss(
+        sqlite_database, tmp_path):
     project, names = prepared(sqlite_database, tmp_path)
 
     result = run_module("django_migrate_guarded",

@@ -661,7 +661,7 @@ def test_sqlite_lock_stays_exclusive_while_releases_remove_the_file(sqlite_datab
         except Exception as error:  # reported below
             errors.append(error)
 
-    workers = [threading.Thread(target=take_it_a_few_times) for _ in range(4)]
+    workers = [threading.Thread(target=take_it_a_few_times) for _worker in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:

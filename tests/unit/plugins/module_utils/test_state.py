@@ -161,12 +161,11 @@ def test_serious_checks_and_their_text_as_django_prints_them():
 
 
 def test_code_steps_name_runpython_and_runsql():
-    plan = [{"migration": "books.0002", "backwards": False, "operations": [
-                {"type": "AddField", "description": "Add field x", "reversible": True}]},
-            {"migration": "books.0003", "backwards": False, "operations": [
-                {"type": "RunPython", "description": "Raw Python operation",
-                 "reversible": True},
-                {"type": "RunSQL", "description": "Raw SQL operation", "reversible": True}]}]
+    add_field = {"type": "AddField", "description": "Add field x", "reversible": True}
+    run_python = {"type": "RunPython", "description": "Raw Python operation", "reversible": True}
+    run_sql = {"type": "RunSQL", "description": "Raw SQL operation", "reversible": True}
+    plan = [{"migration": "books.0002", "backwards": False, "operations": [add_field]},
+            {"migration": "books.0003", "backwards": False, "operations": [run_python, run_sql]}]
     assert state.code_steps(plan) == [{"migration": "books.0003", "operations": [
         "RunPython: Raw Python operation", "RunSQL: Raw SQL operation"]}]
 
