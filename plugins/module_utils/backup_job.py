@@ -98,7 +98,6 @@ class BackupJob:
 
     def dump(self, store, engine, label):
         fmt = engine.check_format(self.params.get("format"))
-        compression = self.params["compression"]
         media = self.media_root() if self.params["include_media"] else None
         if self.check_mode:
             engine.ping()
@@ -106,7 +105,7 @@ class BackupJob:
                     % (engine.describe(), store.directory)}
         manifest = store.write(
             label, engine, fmt=fmt, jobs=self.params["jobs"],
-            compression=None if compression == "auto" else compression,
+            compression=self.params["compression"],
             migrations=self.applied(), media_root=media,
         )
         pruned = []
@@ -168,9 +167,8 @@ class BackupJob:
     def _safety_backup(self, engine, label, media):
         """A verified backup of what a restore overwrites (and of the media it replaces),
         before anything is touched."""
-        compression = self.params["compression"]
         return self._store().write(
-            label, engine, compression=None if compression == "auto" else compression,
+            label, engine, compression=self.params["compression"],
             migrations=self.applied(), media_root=media)
 
     def _store(self, create=True):

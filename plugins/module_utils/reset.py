@@ -99,10 +99,9 @@ class Reset:
                       "brought back")
             return None
         store = BackupStore(self.params["backup_dir"], self.runner)
-        compression = self.params["compression"]
         manifest = self.timings.run(
             "backup", store.write, backup_label(engine.connection), engine,
-            compression=None if compression == "auto" else compression,
+            compression=self.params["compression"],
             migrations=[row.split(".", 1) for row in before["facts"]["applied_rows"]])
         self.result["backup"] = public_manifest(manifest)
         return manifest
