@@ -19,6 +19,7 @@ import pytest
 import fleet as field
 import harness as r4
 from ansible_run import ROOT, _bin, ansible_env, run_module
+from runner_double import execute
 from test_playbooks import SUBTITLE, free_port, recap
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
 
@@ -277,6 +278,40 @@ def test_restore_from_prod_with_a_failing_dev_migration_keeps_dev_running_and_re
     fleet.settled("release-1", None)
 
 
+# --- drift_check ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_drift_check_over_ssh_proves_the_fleet_clean_then_names_the_drifted_host(engine, fleets, request):
+    """drift_check.yml on the inventory written for deploy.yml (the role's variables): over
+    SSH + sudo every host is checked against its migrations in a scratch database of the app's
+    own user; then a column added by hand is found and the run fails naming the hosts."""
+    fleet = fleets(engine).prepare("release-1")
+    inventory = fleet.inventory({"django": FLEET})
+    before = snapshot(fleet.db)
+    before_pids = pids(fleet)
+
+    clean = fleet.playbook("drift_check", inventory, request.node.name + "-clean")
+
+    assert clean.rc == 0, clean.tail()
+    for name in FLEET:
+        assert re.search(r"clean.{0,200}%s" % name, clean.output, re.S), clean.tail()
+    assert diff_snapshots(before, snapshot(fleet.db)) == []
+    assert pids(fleet) == before_pids, "a drift check restarted an app"
+
+    execute(fleet.db, "ALTER TABLE books_book ADD COLUMN made_by_hand integer NULL;")
+    try:
+        drifted = fleet.playbook("drift_check", inventory, request.node.name + "-drifted")
+    finally:
+        execute(fleet.db, "ALTER TABLE books_book DROP COLUMN made_by_hand;")
+
+    assert drifted.rc != 0, drifted.tail()
+    assert "made_by_hand" in drifted.output, drifted.tail()
+    assert re.search(r"Schema drift on 3 host\(s\): app1, app2, app3", drifted.output), drifted.tail()
+    assert pids(fleet) == before_pids
+    fleet.settled("release-1")
+
+
 # --- host patterns ---------------------------------------------------------------------------
 
 
@@ -368,7 +403,8 @@ def test_the_scan_sees_a_secret_given_over_ssh_and_sudo(harness):
     assert sampler.samples >= 20, "%d passes in 0.5 s" % sampler.samples
 
 
-@pytest.mark.parametrize("playbook", ["deploy", "restore_from_prod", "reset", "rollback", "demo"])
+@pytest.mark.parametrize("playbook", ["deploy", "restore_from_prod", "reset", "rollback", "drift_check",
+                                      "demo"])
 def test_no_secret_anywhere(playbook):
     """0 hits of a database password or the SECRET_KEY in any process's argv, the -vvv output,
     the sudo log or a report, over all runs of ``playbook`` in this session."""
