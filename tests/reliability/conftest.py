@@ -1,4 +1,4 @@
-"""The reliability suite's plumbing: each test is one case of R1..R5 and says so through the
+"""The reliability suite's plumbing: each test is one case of R1..R6 and says so through the
 ``case`` fixture; the outcome of every case, plus the secrets checks of every module run
 (R4), goes into a JSON results file that scripts/reliability-report turns into
 docs/reliability.md.
