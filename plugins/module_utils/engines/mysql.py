@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import threading
 import time
 
@@ -37,11 +38,18 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql_snapsh
     catalog_sql,
     contents_from_output,
     contents_sql,
+    definition_from_output,
     items_from_output,
+    leftover_side_databases,
+    objects_from_output,
+    objects_sql,
     quote_identifier,
     quote_literal,
     row_counts_sql,
     schema_from_output,
+    show_create_sql,
+    side_database_name,
+    swap_scripts,
     tables_sql,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
@@ -63,6 +71,7 @@ SANDBOX_FILTER = r"1{/^\/\*M!999999/d;}"
 # The holder keeps running short queries that name it, so others can read who holds the lock
 # in the processlist; short, because a server notices a vanished client only between queries.
 HOLDER_SLEEP = 0.5
+RELAY_CHUNK = 1024 * 1024
 
 
 def option_value(value):
@@ -109,6 +118,9 @@ class MysqlEngine(Engine):
         self._server = None
         # None: ask the client's version; tests force True/False.
         self.filter_sandbox = None
+        # "swap": load into a scratch database and swap it in; "in_place": the dump runs in
+        # the database itself (see restore).
+        self.restore_method = "swap"
         if str(connection.name or "").startswith("-"):
             raise EngineError("refusing the MySQL database name %r (it starts with '-')"
                               % connection.name)
@@ -223,25 +235,193 @@ class MysqlEngine(Engine):
                 raise self.error(error, "mariadb-dump")
 
     def restore(self, src, fmt=None, jobs=1):
+        """Replace the database's contents with the dump ``src``, all or nothing.
+
+        MySQL cannot undo DDL, so the dump never runs in the database itself: it is loaded
+        into a scratch database on the same server (``<database>__dbsafe_restore_<token>``,
+        which needs the CREATE privilege there), checked to have arrived to its last line,
+        and swapped in with one RENAME TABLE statement (``swap``). A failure or a kill before
+        the swap leaves the database as it was; the swap itself is atomic. Views, triggers,
+        routines and events cannot move between databases: they are recreated from the
+        scratch database's definitions right after the swap, in the same client script (a
+        kill in that moment leaves the restored tables with some of them missing).
+        ``restore_method = "in_place"``: the earlier way, empty the database and run the dump
+        in it (no CREATE privilege needed; a failure leaves it partly restored).
+        """
+        self.check_format(fmt)
+        if self.restore_method == "in_place":
+            return self._restore_in_place(src)
+        if self.restore_method != "swap":
+            raise EngineError("unknown restore_method %r (swap or in_place)" % self.restore_method)
+        token = secrets.token_hex(4)
+        scratch = side_database_name(self.connection.name, "restore", token)
+        old = side_database_name(self.connection.name, "old", token)
+        self._drop_leftover_sides()
+        made = []
+        try:
+            for name in (scratch, old):
+                self._create_side(name)
+                made.append(name)
+            self._load(src, scratch)
+            scratch_engine = self.for_database(scratch)
+            scratch_objects = scratch_engine.objects()
+            definitions = scratch_engine.definitions(scratch_objects)
+            target_objects = self.objects()
+            target_triggers = self.definitions(dict(target_objects, VIEW=[], PROCEDURE=[],
+                                                    FUNCTION=[], EVENT=[]))
+        except BaseException as error:
+            self._drop_sides(made)
+            if isinstance(error, EngineError):
+                raise EngineError("%s. Nothing was swapped in: %s was not changed." % (
+                    error.msg.rstrip("."), self.describe()), stderr=error.details.get("stderr"))
+            raise
+        self._swap(scratch, old, target_objects, scratch_objects, definitions, target_triggers)
+        self._drop_sides([scratch, old])
+
+    def _restore_in_place(self, src):
         """Empty the database, then run the dump through the client, stopping at the first
         error. MySQL cannot undo DDL, so a failure leaves the database partly restored."""
-        self.check_format(fmt)
         self.flush()
-        stages = []
-        if self.sandbox_filter_needed():
-            stages.append([find_tool(["sed"], "sed is needed to restore with this client"),
-                           "-e", SANDBOX_FILTER])
         with self.option_file() as option_file:
-            stages.append(self.client_argv(option_file, True, MAX_PACKET))
             try:
                 with _open_source(src) as source, open(os.devnull, "wb") as devnull:
-                    self.runner.pipeline(stages, stdin=source, stdout=devnull)
+                    self.runner.pipeline(self._load_stages(option_file, self.connection.name),
+                                         stdin=source, stdout=devnull)
             except CommandError as error:
                 failed = self.error(error, "restore")
                 raise EngineError(
                     "%s. The restore stopped at this first error; MySQL cannot undo DDL, so "
-                    "the database is now partly restored: fix the cause and restore again."
-                    % failed.msg.rstrip("."), stderr=failed.details.get("stderr"))
+                    "the database is now partly restored (restore_method in_place): fix the cause "
+                    "and restore again." % failed.msg.rstrip("."),
+                    stderr=failed.details.get("stderr"))
+
+    def _load_stages(self, option_file, database):
+        stages = []
+        if self.sandbox_filter_needed():
+            stages.append([find_tool(["sed"], "sed is needed to restore with this client"),
+                           "-e", SANDBOX_FILTER])
+        argv = self.client_argv(option_file, False, MAX_PACKET)
+        stages.append(argv + [database])
+        return stages
+
+    def _load(self, src, database):
+        """The dump into ``database``; refused unless it arrived up to its last line (a
+        decompressor killed half-way ends the stream early without an error of the client)."""
+        relay_read, relay_write = os.pipe()
+        with self.option_file() as option_file, _open_source(src) as source:
+            relay = Background(_relay_dump, source, relay_write)
+            try:
+                with os.fdopen(relay_read, "rb") as dump, open(os.devnull, "wb") as devnull:
+                    self.runner.pipeline(self._load_stages(option_file, database),
+                                         stdin=dump, stdout=devnull)
+            except CommandError as error:
+                raise self.error(error, "loading the dump into the scratch database %s" % database)
+            finally:
+                relay.join()
+        if relay.error is not None:
+            if isinstance(relay.error, EngineError):
+                raise relay.error
+            raise EngineError("reading the dump failed: %s" % relay.error)
+        if not relay.result:
+            raise EngineError("the dump is incomplete: it does not end with the line %r that "
+                              "mariadb-dump writes when it has finished (the stream was cut "
+                              "short)" % MysqlDump.trailer.decode("ascii"))
+
+    def _create_side(self, name):
+        try:
+            self.create_database(name)
+        except EngineError as error:
+            raise EngineError(
+                "cannot create the scratch database %s that the restore loads the dump into "
+                "before swapping it in (%s): grant the user %r CREATE and DROP on `%s%%`.* (the "
+                "database's name followed by anything), or restore with restore_method "
+                "in_place (not all-or-nothing)" % (name, error.msg.rstrip("."),
+                                                   self.connection.user, self.connection.name),
+                stderr=error.details.get("stderr"))
+
+    def _drop_sides(self, names):
+        for name in names:
+            try:
+                self.drop_database(name)
+            except EngineError:
+                pass  # a leftover: the next restore of this database drops it
+
+    def _drop_leftover_sides(self):
+        """Side databases a killed restore of this database left (the caller holds the run
+        lock, so no other restore of it is running)."""
+        out = self.sql("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE "
+                       "SCHEMA_NAME LIKE %s;" % quote_literal(
+                           _like_prefix(self.connection.name[:20]) + "%"),
+                       database=False, action="listing scratch databases")
+        for name in leftover_side_databases(self.connection.name, out.splitlines()):
+            self.drop_database(name)
+
+    def objects(self):
+        """{kind: names} of this database's tables, views, triggers, routines and events."""
+        return objects_from_output(self.sql(objects_sql(), action="listing the objects"))
+
+    def definitions(self, objects):
+        """{(kind, name): (CREATE text, sql_mode)} of the views, triggers, routines and events
+        in ``objects``; read without --raw, so that a definition stays on its line."""
+        wanted = [(kind, name) for kind in ("VIEW", "TRIGGER", "PROCEDURE", "FUNCTION", "EVENT")
+                  for name in objects.get(kind, [])]
+        if not wanted:
+            return {}
+        script = "".join(show_create_sql(kind, name) for kind, name in wanted)
+        with self.option_file() as option_file:
+            argv = [self.client(), "--defaults-file=%s" % option_file, "--batch",
+                    "--skip-column-names", self.connection.name]
+            try:
+                out = self.runner.run(argv, data=script).stdout
+            except CommandError as error:
+                raise self.error(error, "reading the definitions of views, triggers and routines")
+        lines = [line for line in out.split("\n") if line]
+        if len(lines) != len(wanted):
+            raise EngineError("reading the definitions of %d views, triggers and routines of %s "
+                              "gave %d lines" % (len(wanted), self.describe(), len(lines)))
+        return dict((item, definition_from_output(item[0], line))
+                    for item, line in zip(wanted, lines))
+
+    def _swap(self, scratch, old, target_objects, scratch_objects, definitions, target_triggers):
+        before, after = swap_scripts(self.connection.name, scratch, old, target_objects,
+                                     scratch_objects, definitions)
+        try:
+            self.sql(before, action="swapping the restored tables in")
+        except EngineError as error:
+            if self.for_database(old).objects()["TABLE"]:
+                raise self._after_swap_error(error, old)
+            # The RENAME did not happen: the tables are the old ones; put back the triggers
+            # dropped before it.
+            _unused, put_back = swap_scripts(
+                self.connection.name, scratch, old, dict(target_objects, TABLE=[], VIEW=[],
+                                                         PROCEDURE=[], FUNCTION=[], EVENT=[]),
+                dict(target_objects, TABLE=[], VIEW=[], PROCEDURE=[], FUNCTION=[], EVENT=[]),
+                target_triggers)
+            triggers = ""
+            if put_back:
+                try:
+                    self.sql(put_back, action="recreating the triggers")
+                except EngineError as trigger_error:
+                    triggers = " except its triggers %s, which could not be recreated (%s)" % (
+                        ", ".join(target_objects["TRIGGER"]), trigger_error.msg)
+            self._drop_sides([scratch, old])
+            raise EngineError(
+                "%s. The swap did not happen: %s holds its previous tables and data%s."
+                % (error.msg.rstrip("."), self.describe(), triggers),
+                stderr=error.details.get("stderr"))
+        if after:
+            try:
+                self.sql(after, action="recreating views, triggers, routines and events")
+            except EngineError as error:
+                raise self._after_swap_error(error, old)
+
+    def _after_swap_error(self, error, old):
+        return EngineError(
+            "%s. The restored tables and data ARE in %s (swapped in), but its views, triggers, "
+            "routines or events may be incomplete; its previous tables are kept in the "
+            "database %s: compare, fix and restore again, then drop %s."
+            % (error.msg.rstrip("."), self.describe(), old, old),
+            stderr=error.details.get("stderr"))
 
     def flush(self):
         listing = self.sql(
@@ -414,6 +594,27 @@ def _first_line(text):
             return line.strip()
     lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
     return lines[0] if lines else ""
+
+
+def _relay_dump(source, write_fd):
+    """Copy the dump to the client; True when it ended with mariadb-dump's last line."""
+    tail = b""
+    try:
+        with os.fdopen(write_fd, "wb") as out:
+            while True:
+                chunk = source.read(RELAY_CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+                tail = (tail + chunk)[-MysqlDump.tail_bytes:]
+    except BrokenPipeError:
+        return False  # the client stopped at an error: it is reported
+    return MysqlDump.trailer in tail
+
+
+def _like_prefix(text):
+    """``text`` for a LIKE pattern that matches it literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @contextlib.contextmanager

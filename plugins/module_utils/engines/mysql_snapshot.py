@@ -12,6 +12,7 @@ __metaclass__ = type
 
 import hashlib
 import json
+import re
 
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
     MIGRATIONS_TABLE,
@@ -224,3 +225,185 @@ def schema_from_rows(rows):
         schema[row["table"]]["checks"].append(expression)
         schema[row["table"]]["names"][row["name"]] = "check(%s)" % expression
     return schema
+
+
+# -- the restore's swap: a scratch database loaded with the dump takes the database's place --
+
+SIDE_KINDS = ("restore", "old")
+SIDE_TOKEN = re.compile(r"^[0-9a-f]{8}$")
+MAX_NAME = 64
+# A delimiter no trigger or routine body contains, so their inner semicolons stay theirs.
+SWAP_DELIMITER = "$$dbsafe-swap$$"
+
+
+def side_prefix(database, kind):
+    """The start of the name of a restore's side database: ``<database>__dbsafe_<kind>_``,
+    the database's name cut short so that the name with its 8-character token fits in 64
+    characters (and still starts like the database: grants on ``<database>%`` cover it)."""
+    suffix = "__dbsafe_%s_" % kind
+    return database[:MAX_NAME - len(suffix) - 8] + suffix
+
+
+def side_database_name(database, kind, token):
+    """The scratch (``restore``) or previous-contents (``old``) database of one restore."""
+    if kind not in SIDE_KINDS or not SIDE_TOKEN.match(token):
+        raise ValueError("side database %r %r" % (kind, token))
+    return side_prefix(database, kind) + token
+
+
+def leftover_side_databases(database, names):
+    """The side databases of ``database`` among ``names`` that an earlier restore left
+    behind when it was killed: exactly the prefix and a token, nothing else."""
+    found = []
+    for name in names:
+        for kind in SIDE_KINDS:
+            prefix = side_prefix(database, kind)
+            if name.startswith(prefix) and SIDE_TOKEN.match(name[len(prefix):]):
+                found.append(name)
+    return sorted(found)
+
+
+def objects_sql():
+    """JSON lines naming every table, view, trigger, routine and event of DATABASE()."""
+    return (
+        "SELECT JSON_OBJECT('kind', IF(TABLE_TYPE = 'VIEW', 'VIEW', 'TABLE'), 'name', TABLE_NAME) "
+        "FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE();\n"
+        "SELECT JSON_OBJECT('kind', 'TRIGGER', 'name', TRIGGER_NAME) "
+        "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE();\n"
+        "SELECT JSON_OBJECT('kind', ROUTINE_TYPE, 'name', ROUTINE_NAME) "
+        "FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = DATABASE();\n"
+        "SELECT JSON_OBJECT('kind', 'EVENT', 'name', EVENT_NAME) "
+        "FROM information_schema.EVENTS WHERE EVENT_SCHEMA = DATABASE();\n")
+
+
+def objects_from_output(out):
+    """{kind: sorted names} from the output of ``objects_sql`` (kinds TABLE, VIEW, TRIGGER,
+    PROCEDURE, FUNCTION, EVENT; a sequence counts as a table: RENAME TABLE moves it)."""
+    objects = dict((kind, []) for kind in ("TABLE", "VIEW", "TRIGGER", "PROCEDURE",
+                                           "FUNCTION", "EVENT"))
+    for line in (out or "").splitlines():
+        if line.strip():
+            item = json.loads(line)
+            objects.setdefault(item["kind"], []).append(item["name"])
+    for names in objects.values():
+        names.sort()
+    return objects
+
+
+# SHOW CREATE <kind>: (the column of the statement, the column of its sql_mode or None).
+_SHOW_CREATE_COLUMNS = {"VIEW": (1, None), "TRIGGER": (2, 1), "PROCEDURE": (2, 1),
+                        "FUNCTION": (2, 1), "EVENT": (3, 1)}
+
+
+def show_create_sql(kind, name):
+    return "SHOW CREATE %s %s;\n" % (kind, quote_identifier(name))
+
+
+def unescape_batch(field):
+    """A field of the client's --batch output (without --raw): \\n, \\t, \\0, \\\\ undone."""
+    out = []
+    index = 0
+    while index < len(field):
+        char = field[index]
+        if char == "\\" and index + 1 < len(field):
+            following = field[index + 1]
+            out.append({"n": "\n", "t": "\t", "0": "\0", "\\": "\\"}.get(following,
+                                                                        "\\" + following))
+            index += 2
+            continue
+        out.append(char)
+        index += 1
+    return "".join(out)
+
+
+def definition_from_output(kind, line):
+    """(CREATE statement, sql_mode or None) from one ``SHOW CREATE kind`` output line."""
+    fields = line.rstrip("\n").split("\t")
+    statement_column, mode_column = _SHOW_CREATE_COLUMNS[kind]
+    statement = unescape_batch(fields[statement_column])
+    mode = unescape_batch(fields[mode_column]) if mode_column is not None else None
+    return statement, mode
+
+
+def view_order(definitions):
+    """The views' names in an order that creates each after the views it selects from
+    (``definitions``: {name: CREATE VIEW text}); a cycle cannot exist, leftovers go last."""
+    remaining = dict(definitions)
+    ordered = []
+    while remaining:
+        ready = [name for name, text in sorted(remaining.items())
+                 if not any(quote_identifier(other) in text.split(" AS ", 1)[-1]
+                            for other in remaining if other != name)]
+        if not ready:
+            ready = sorted(remaining)
+        for name in ready:
+            ordered.append(name)
+            del remaining[name]
+    return ordered
+
+
+def rename_sql(target, scratch, old, target_tables, scratch_tables):
+    """The one RENAME TABLE statement that swaps the scratch database's tables in: every
+    table of the target to ``old``, every table of ``scratch`` to the target. MariaDB runs
+    the pairs of one RENAME TABLE as one atomic operation: others see the old tables or the
+    new ones, and a crash or kill leaves one of the two."""
+    pairs = ["%s.%s TO %s.%s" % (quote_identifier(target), quote_identifier(name),
+                                 quote_identifier(old), quote_identifier(name))
+             for name in target_tables]
+    pairs += ["%s.%s TO %s.%s" % (quote_identifier(scratch), quote_identifier(name),
+                                  quote_identifier(target), quote_identifier(name))
+              for name in scratch_tables]
+    if not pairs:
+        return ""
+    return "RENAME TABLE %s;\n" % ", ".join(pairs)
+
+
+def _with_mode(statement, mode):
+    text = ""
+    if mode is not None:
+        text += "SET SESSION sql_mode = %s%s\n" % (quote_literal(mode), SWAP_DELIMITER)
+    return text + statement.rstrip().rstrip(";") + SWAP_DELIMITER + "\n"
+
+
+def swap_scripts(target, scratch, old, target_objects, scratch_objects, definitions):
+    """(before, after): the two client scripts of the swap, run with the target as the
+    current database.
+
+    ``before`` drops the triggers (a table with triggers cannot move to another database)
+    and renames the tables in one statement. ``after`` puts the restored views, triggers,
+    routines and events in place of the target's (views cannot move between databases;
+    their text names no database, so it means the target's tables now). ``definitions``:
+    {(kind, name): (CREATE text, sql_mode)} of the scratch database's objects.
+    """
+    before = ["SET SESSION lock_wait_timeout = 120;\n"]
+    for name in target_objects["TRIGGER"]:
+        before.append("DROP TRIGGER IF EXISTS %s.%s;\n" % (quote_identifier(target),
+                                                           quote_identifier(name)))
+    for name in scratch_objects["TRIGGER"]:
+        before.append("DROP TRIGGER IF EXISTS %s.%s;\n" % (quote_identifier(scratch),
+                                                           quote_identifier(name)))
+    before.append(rename_sql(target, scratch, old, target_objects["TABLE"],
+                             scratch_objects["TABLE"]))
+    after = []
+    for kind in ("EVENT", "PROCEDURE", "FUNCTION"):
+        for name in target_objects[kind]:
+            after.append("DROP %s IF EXISTS %s%s\n" % (kind, quote_identifier(name),
+                                                       SWAP_DELIMITER))
+    views = dict((name, definitions[("VIEW", name)][0]) for name in scratch_objects["VIEW"])
+    for name in target_objects["VIEW"]:
+        if name not in views:
+            after.append("DROP VIEW IF EXISTS %s%s\n" % (quote_identifier(name), SWAP_DELIMITER))
+    for name in view_order(views):
+        statement = views[name]
+        # CREATE OR REPLACE: a view of the same name stays until its successor is in place.
+        if statement.upper().startswith("CREATE "):
+            statement = "CREATE OR REPLACE " + statement[len("CREATE "):]
+        after.append(_with_mode(statement, None))
+    for kind in ("TRIGGER", "PROCEDURE", "FUNCTION", "EVENT"):
+        for name in scratch_objects[kind]:
+            statement, mode = definitions[(kind, name)]
+            after.append(_with_mode(statement, mode))
+    if not after:
+        return "".join(before), ""
+    return ("".join(before),
+            "DELIMITER %s\n%s" % (SWAP_DELIMITER, "".join(after)))
