@@ -10,6 +10,7 @@ __metaclass__ = type
 import os
 import re
 
+from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
@@ -150,6 +151,8 @@ class BackupJob:
         source = self._source(store, self.params.get("label") or backup_label(engine.connection),
                               engine)
         manifest = self._store_of(source, store).verify(source, engine)
+        # Intact is not enough: a restore as this connection's user must be able to run.
+        refuse_inaccessible(engine, doing="vouch for a restore of %s" % manifest["file"])
         return {"changed": False, "backup": public_manifest(manifest), "verified": True,
                 "msg": "backup %s is complete and intact" % manifest["file"]}
 

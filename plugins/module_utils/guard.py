@@ -18,6 +18,7 @@ import os
 import time
 
 from ansible_collections.dbsafe.django.plugins.module_utils import run_marker, state
+from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
@@ -203,6 +204,8 @@ class GuardedMigrate:
         if not self.options.backup:
             self.warn("backup: false - no backup is taken, a failure cannot be undone")
         engine = engine_for(self.project.connection(before), self.runner)
+        # A read-only target, or objects a restore could not re-create: refused untouched.
+        refuse_inaccessible(engine, restore=self.options.backup)
         lock_started = time.time()
         # One lock per database: each engine scopes the default name to its database.
         with engine.lock(timeout=self.options.lock_timeout) as holder:

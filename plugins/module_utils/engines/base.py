@@ -116,6 +116,13 @@ class Engine:
     def ping(self):
         raise NotImplementedError
 
+    def access_problems(self, restore=True):
+        """Why this connection's user cannot change the database (a read-only target) and,
+        with ``restore``, why a restore as this user would fail (objects it cannot drop and
+        re-create): sentences that say what to do, [] when nothing stands in the way. Only
+        reads; the engines that have users and owners override it."""
+        return []
+
     def dump(self, out, fmt=None, jobs=1):
         raise NotImplementedError
 

@@ -22,6 +22,7 @@ import secrets
 import threading
 import time
 
+from ansible_collections.dbsafe.django.plugins.module_utils.engines import mysql_privileges
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
     DEFAULT_LOCK_NAME,
     ClientSession,
@@ -213,6 +214,14 @@ class MysqlEngine(Engine):
 
     def ping(self):
         self.sql("SELECT 1;", action="connecting")
+
+    def access_problems(self, restore=True):
+        access = mysql_privileges.access_from_output(
+            self.sql(mysql_privileges.ACCESS_SQL, action="reading the user's privileges"))
+        problems = mysql_privileges.write_problems(access, self.describe())
+        if restore:
+            problems += mysql_privileges.restore_problems(access, self.describe())
+        return problems
 
     def sandbox_filter_needed(self):
         if self.filter_sandbox is not None:

@@ -32,6 +32,12 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_a
     DUMP_FORMATS,
     PlainScript,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_privileges import (
+    ACCESS_SQL,
+    access_from_output,
+    restore_problems,
+    write_problems,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_sql import (
     FLUSH_SQL,
     describe_pg_holder,
@@ -181,6 +187,13 @@ class PostgresqlEngine(Engine):
 
     def ping(self):
         self.psql("SELECT 1;", action="connecting")
+
+    def access_problems(self, restore=True):
+        access = access_from_output(self.psql(ACCESS_SQL, action="reading the user's privileges"))
+        problems = write_problems(access, self.describe())
+        if restore:
+            problems += restore_problems(access, self.describe())
+        return problems
 
     def restrict_filter_needed(self):
         if self.filter_restrict is not None:

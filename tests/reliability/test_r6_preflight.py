@@ -1,0 +1,193 @@
+"""R6 - operator faults: objects the application's user does not own, read-only targets, hangs
+and the messages of tools that die.
+
+Every case ends with the database exactly as before, checked independently of the collection's
+own snapshot code: the catalogs (pg_catalog / information_schema), row counts and
+django_migrations, read with the admin clients of tests/integration/databases.py.
+"""
+import dataclasses
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+
+import pytest
+
+import demo
+import harness
+from databases import mysql_admin_sql, pg_admin_sql
+
+SERVER_ENGINES = ("postgresql", "mysql")
+
+
+# -- the database's state, read independently ---------------------------------------------------
+
+_PG_STATE = """
+SELECT json_build_object(
+  'relations', (SELECT coalesce(json_agg(format('%s %s', c.relkind, c.relname) ORDER BY 1), '[]')
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'S')),
+  'columns', (SELECT coalesce(json_agg(format('%s.%s %s %s', table_name, column_name, data_type,
+                                              is_nullable) ORDER BY 1), '[]')
+                FROM information_schema.columns WHERE table_schema = 'public'),
+  'extensions', (SELECT json_agg(format('%s %s', extname, pg_get_userbyid(extowner)) ORDER BY 1)
+                   FROM pg_extension),
+  'rows', (SELECT json_object_agg(table_name, (xpath('/row/c/text()', query_to_xml(format(
+                    'SELECT count(*) AS c FROM public.%I', table_name), false, true, '')))[1]::text)
+             FROM information_schema.tables
+            WHERE table_schema = 'public' AND table_type = 'BASE TABLE'),
+  'migrations', (SELECT json_agg(app || '.' || name ORDER BY app, name) FROM django_migrations));
+"""
+
+
+def independent_state(db):
+    """Tables, views, columns, extensions, row counts and django_migrations, from the catalogs."""
+    if db.engine == "postgresql":
+        return json.loads(pg_admin_sql(_PG_STATE, database=db.name))
+    name = db.name.replace("'", "''")
+    objects = mysql_admin_sql(
+        "SELECT CONCAT(TABLE_TYPE, ':', TABLE_NAME) FROM information_schema.TABLES "
+        "WHERE TABLE_SCHEMA = '%s' ORDER BY 1;" % name).splitlines()
+    columns = mysql_admin_sql(
+        "SELECT CONCAT(TABLE_NAME, '.', COLUMN_NAME, ' ', COLUMN_TYPE, ' ', IS_NULLABLE) "
+        "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' ORDER BY 1;" % name
+    ).splitlines()
+    tables = [line.split(":", 1)[1] for line in objects if line.startswith("BASE TABLE:")]
+    rows = {}
+    for table in tables:
+        rows[table] = mysql_admin_sql("SELECT COUNT(*) FROM `%s`;" % table,
+                                      database=db.name).strip()
+    definers = mysql_admin_sql(
+        "SELECT CONCAT(TABLE_NAME, ' ', DEFINER) FROM information_schema.VIEWS "
+        "WHERE TABLE_SCHEMA = '%s' ORDER BY 1;" % name).splitlines()
+    migrations = mysql_admin_sql("SELECT CONCAT(app, '.', name) FROM django_migrations "
+                                 "ORDER BY app, name;", database=db.name).splitlines()
+    return {"relations": objects, "columns": columns, "rows": rows, "views": definers,
+            "migrations": migrations}
+
+
+def assert_refused_untouched(case, result, before, db, backups, *words):
+    """Refused in preflight: failed, nothing applied, no backup and no marker written, the
+    database as before (catalogs, rows, django_migrations), the message naming the cause."""
+    case.message = result.get("msg", "")
+    assert result["failed"] is True, result
+    assert result.get("database_changed") is False, result.get("msg")
+    assert "refused" in result["msg"] and "The database was not changed" in result["msg"]
+    assert "unknown state" not in result["msg"], result["msg"]
+    assert not result.get("applied"), result.get("applied")
+    for word in words:
+        assert word in result["msg"], (word, result["msg"])
+    left = os.listdir(str(backups)) if os.path.isdir(str(backups)) else []
+    assert left == [], left  # neither a backup nor a run marker
+    assert independent_state(db) == before
+
+
+# -- foreign-owned objects ----------------------------------------------------------------------
+
+def test_postgresql_extension_owned_by_the_superuser(case, fresh_database, tmp_path):
+    case("R6", "postgresql", "foreign-owned objects: an extension created by the superuser")
+    db = fresh_database("postgresql")
+    project = harness.prepared(db, tmp_path)
+    pg_admin_sql("CREATE EXTENSION citext;", database=db.name)
+    demo.add_failing_migration(project, "runpython")
+    before = independent_state(db)
+    assert "citext postgres" in before["extensions"]
+
+    result = harness.guarded(db, project, tmp_path, "R6.foreign")
+
+    assert_refused_untouched(case, result, before, db, tmp_path / "backups",
+                             "extension citext (owner postgres)", "privileged restore connection")
+
+
+def test_mysql_view_with_definer_root(case, fresh_database, tmp_path):
+    case("R6", "mysql", "foreign-owned objects: a view with DEFINER=root")
+    db = fresh_database("mysql")
+    project = harness.prepared(db, tmp_path)
+    mysql_admin_sql("CREATE DEFINER=`root`@`localhost` VIEW book_titles AS "
+                    "SELECT title FROM books_book;", database=db.name)
+    demo.add_failing_migration(project, "runpython")
+    before = independent_state(db)
+    assert before["views"] == ["book_titles root@localhost"]
+
+    result = harness.guarded(db, project, tmp_path, "R6.foreign")
+
+    # Before the preflight this migrate failed and the restore could not re-create the view.
+    assert_refused_untouched(case, result, before, db, tmp_path / "backups",
+                             "view book_titles (DEFINER=root@localhost)", "SET USER")
+
+
+def test_verify_refuses_a_backup_that_cannot_be_restored(case, fresh_database, tmp_path):
+    case("R6", "postgresql", "foreign-owned objects: db_backup state=verify says the restore "
+         "would fail")
+    db = fresh_database("postgresql")
+    project = harness.prepared(db, tmp_path)
+    backups = str(tmp_path / "backups")
+    dumped = harness.watched_run(db, "db_backup", demo.module_args(
+        project, db, state="dump", backup_dir=backups), "R6.verify")
+    assert dumped.get("failed") is not True, dumped.get("msg")
+    pg_admin_sql("CREATE EXTENSION citext;", database=db.name)
+
+    result = harness.watched_run(db, "db_backup", demo.module_args(
+        project, db, state="verify", backup_dir=backups), "R6.verify")
+
+    case.message = result.get("msg", "")
+    assert result["failed"] is True, result
+    assert "extension citext (owner postgres)" in result["msg"], result["msg"]
+
+
+# -- read-only targets --------------------------------------------------------------------------
+
+def _select_only_account(db):
+    """Another account on ``db`` that may only read; returns (LiveDatabase, cleanup)."""
+    user = "ro_" + secrets.token_hex(5)
+    password = secrets.token_urlsafe(16)
+    if db.engine == "postgresql":
+        pg_admin_sql("CREATE ROLE %s LOGIN PASSWORD '%s';" % (user, password))
+        pg_admin_sql("GRANT USAGE ON SCHEMA public TO {u}; GRANT SELECT ON ALL TABLES IN SCHEMA "
+                     "public TO {u};".format(u=user), database=db.name)
+
+        def cleanup():
+            pg_admin_sql("DROP OWNED BY %s;" % user, database=db.name)
+            pg_admin_sql("DROP ROLE IF EXISTS %s;" % user)
+    else:
+        mysql_admin_sql("CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; CREATE USER '{u}'@'localhost' "
+                        "IDENTIFIED BY '{p}'; GRANT SELECT ON `{d}`.* TO '{u}'@'%'; GRANT SELECT ON "
+                        "`{d}`.* TO '{u}'@'localhost';".format(u=user, p=password, d=db.name))
+
+        def cleanup():
+            mysql_admin_sql("DROP USER IF EXISTS '{u}'@'%'; DROP USER IF EXISTS '{u}'@'localhost';"
+                            .format(u=user))
+    return dataclasses.replace(db, user=user, password=password), cleanup
+
+
+@pytest.mark.parametrize("engine", SERVER_ENGINES)
+def test_select_only_user(case, engine, fresh_database, tmp_path):
+    case("R6", engine, "read-only target: a user with only SELECT")
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    demo.add_failing_migration(project, "runpython")
+    reader, cleanup = _select_only_account(db)
+    try:
+        before = independent_state(db)
+        result = harness.guarded(reader, project, tmp_path, "R6.read-only")
+        words = ("cannot create tables in schema public",) if engine == "postgresql" else \
+            ("lacks the privilege(s) INSERT, UPDATE, DELETE, CREATE, DROP, ALTER",)
+        assert_refused_untouched(case, result, before, db, tmp_path / "backups", *words)
+    finally:
+        cleanup()
+
+
+def test_postgresql_read_only_database(case, fresh_database, tmp_path):
+    case("R6", "postgresql", "read-only target: default_transaction_read_only = on")
+    db = fresh_database("postgresql")
+    project = harness.prepared(db, tmp_path)
+    demo.add_failing_migration(project, "runpython")
+    pg_admin_sql('ALTER DATABASE "%s" SET default_transaction_read_only = on;' % db.name)
+    before = independent_state(db)
+
+    result = harness.guarded(db, project, tmp_path, "R6.read-only")
+
+    assert_refused_untouched(case, result, before, db, tmp_path / "backups",
+                             "read-only (default_transaction_read_only = on)")
