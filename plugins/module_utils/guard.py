@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from ansible_collections.dbsafe.django.plugins.module_utils import run_marker, state
+from ansible_collections.dbsafe.django.plugins.module_utils import processes, run_marker, state
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
@@ -29,7 +29,11 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     RestoreFailed,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.timings import Timings
-from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import (
+    Background,
+    Interrupted,
+    interruptions,
+)
 
 
 # The module's options that steer the guard: its argument spec (the module adds the project's
@@ -160,7 +164,10 @@ class GuardedMigrate:
         # runs; stop, code switch, the project's boot and the work follow (see downtime.py).
         started = time.time()
         try:
-            with self.project.session() as self.session:
+            # An interruption (SIGINT/SIGTERM/SIGHUP, the caller gone; see processes.Interruptions)
+            # stops the project's interpreter; the steps below decide what that means.
+            with interruptions.in_mode("stop"), interruptions.stopping(self._stop_interpreter), \
+                    self.project.session() as self.session:
                 if self.window is None:
                     return self._run(started)
                 if self.check_mode:
@@ -168,10 +175,17 @@ class GuardedMigrate:
                     return self._run(started)
                 self.timings.run("warm", self.session.warm)
                 return self.window.around(lambda: self._work_then_finish(started))
-        except DbsafeError:
+        except DbsafeError as error:
             # Refused and failed results carry them too (documented as always returned).
             self._stamp(started)
+            _say_interrupted(error)
             raise
+
+    def _stop_interpreter(self):
+        """On an interruption: the project's interpreter (and a wrapper around it) ends at once;
+        a migrate in flight fails, and is restored like any failed migrate."""
+        if self.session is not None:
+            processes.kill_group(self.session.process.proc)
 
     def _work_then_finish(self, started):
         """The window's work; once it is done the interpreter exits while the application
@@ -181,6 +195,11 @@ class GuardedMigrate:
         return result
 
     def _run(self, started):
+        # Nothing is changed until the lock is ours: an interruption stops where we are.
+        with interruptions.in_mode("raise"):
+            return self._steps(started)
+
+    def _steps(self, started):
         before = self.timings.run("introspect", self.session.facts, database=self.options.database,
                                   target=self.options.target, sql=self.diff)
         plan = before["facts"]["plan"]
@@ -209,11 +228,17 @@ class GuardedMigrate:
         lock_started = time.time()
         # One lock per database: each engine scopes the default name to its database.
         with engine.lock(timeout=self.options.lock_timeout) as holder:
-            self.result["lock"] = {"holder": holder,
-                                   "waited": round(time.time() - lock_started, 3)}
-            # A run that died holding the lock: warn, and undo its half-done migrate first.
+            # The lock is ours: from here an interruption stops the interpreter, and the steps
+            # below restore or finish what was started.
+            interruptions.mode = "stop"
+            waited = time.time() - lock_started
+            self.result["lock"] = {"holder": holder, "waited": round(waited, 3)}
+            # A run that died holding the lock: warn, wait for its processes that still run
+            # (never a second migrate beside them), and undo its half-done migrate first.
             marker = self._marker(engine)
-            run_marker.take_over(marker, holder, engine, self.store, self.warn)
+            run_marker.take_over(marker, holder, engine, self.store, self.warn,
+                                 wait=max(0, self.options.lock_timeout - waited))
+            interruptions.check("nothing was migrated by this run")
             if not before["database"].get("exists", True):
                 # A SQLite file that does not exist yet: nothing to back up or prove; on
                 # failure "as before" means the file is gone again.
@@ -222,16 +247,24 @@ class GuardedMigrate:
                                     % len(plan))
             # Schema and migrations only (no row is read): did another run migrate meanwhile?
             current = self.timings.run("state_before", engine.snapshot, content=False)
+            interruptions.check("nothing was migrated by this run")
             before, plan = self._recheck_after_lock(current, before, plan)
             if not plan:
                 self.result["changed"] = False
                 return self._finish(started, "another run migrated while we waited for the lock")
-            with marker.tracking(holder) if marker else _no_tracking() as track:
+            # The interpreter's pid goes into the marker: a next run waits while it still runs.
+            workers = [processes.identity(self.session.process.proc.pid)]
+            with marker.tracking(holder, workers) if marker else _no_tracking() as track:
                 # The full snapshot: row counts and content hashes of every table, the proof
                 # after a restore (and the marker's, should this run die while migrating).
                 snapshot, backup = self._snapshot_and_backup(engine, before)
+                interruptions.check("stopped before migrating: nothing was migrated, the "
+                                    "database is as before%s" % (
+                                        " (the backup %s is kept)" % backup["path"] if backup else ""))
                 track.migrating(snapshot, backup, state.plan_names(plan))
                 self._migrate_and_verify(engine, before, plan, snapshot, backup)
+                interruptions.check("it came after the migrate had finished and was verified: "
+                                    "the database is fully migrated (%d step(s) applied)" % len(plan))
         return self._finish(started, "applied %d step(s)%s" % (len(plan), _row_summary(
             self.result.get("row_changes"))))
 
@@ -418,6 +451,17 @@ class GuardedMigrate:
         self.result["timings"] = dict(self.timings)
         self.result["duration"] = round(time.time() - started, 3)
         self.result["launches"] = self.project.launches
+
+
+def _say_interrupted(error):
+    """A run that was interrupted says so first, then what happened and the database's state
+    (the error's own message: restored and proven, refused, failed...)."""
+    if not interruptions.causes or isinstance(error, Interrupted):
+        return
+    error.msg = "%s (the guard stopped the project's interpreter): %s%s" % (
+        interruptions.describe(), error.msg, interruptions.restore_note())
+    error.args = (error.msg,)
+    error.details["interrupted"] = list(interruptions.causes)
 
 
 def _row_summary(changes):

@@ -814,9 +814,56 @@ def close_connections():
         pass
 
 
+def watch_module():
+    """Stop this interpreter once the module that started it is gone: nobody reads its stdout
+    any more (the module was killed: SIGKILL, the OOM killer), or its parent changed (a
+    ``command_prefix`` wrapper such as sudo was killed). The module's lock dies with it, so a
+    migrate must not go on alone. The module's parent-death signal covers the direct child;
+    this covers what runs behind a wrapper."""
+    import select
+    import stat
+    import threading
+
+    try:
+        mode = os.fstat(1).st_mode
+    except OSError:
+        return
+    poller = None
+    if hasattr(select, "poll") and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        poller = select.poll()
+        # No POLLOUT asked: only the reader's end closing wakes poll() (POLLERR / POLLHUP).
+        poller.register(1, select.POLLERR | select.POLLHUP)
+    parent = os.getppid()
+
+    def stop(why):
+        try:
+            os.write(2, ("dbsafe: %s; this interpreter stops\n" % why).encode("utf-8"))
+        except OSError:
+            pass
+        os._exit(70)
+
+    def watch():
+        while True:
+            events = poller.poll(500) if poller is not None else []
+            if poller is None:
+                time.sleep(0.5)
+            for _fd, event in events:
+                if event & select.POLLNVAL:  # stdout closed here: this process is ending
+                    return
+                if event & (select.POLLERR | select.POLLHUP):
+                    stop("the module that started it is gone (nobody reads its output)")
+            if parent != 1 and os.getppid() != parent:
+                stop("its parent process %d ended" % parent)
+
+    thread = threading.Thread(target=watch, name="dbsafe-module-watch")
+    thread.daemon = True
+    thread.start()
+
+
 def main(request):
     """Answer ``request``; in a session (``session: true``) then the next request line on
     stdin, and so on, until end of input or an error answer."""
+    watch_module()
     while True:
         answer = answer_for(request)
         sys.stdout.write("\n%s %s\n" % (RESULT_MARKER, json.dumps(answer, default=str)))

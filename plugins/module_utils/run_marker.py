@@ -20,7 +20,10 @@ next run that takes the lock and finds a marker knows its writer died holding th
   in a table the dead run did not alter, e.g. because the application ran again meanwhile -
   is refused: restoring would lose those writes, so a person decides. Never migrate blindly
   over a possibly half-done state, never restore over somebody else's data;
-- the writer still runs on this host (it lost its lock, e.g. its session was killed): refuse.
+- the writer, or the project's interpreter it started (``workers``), still runs on this host
+  (it lost its lock, e.g. its session was killed, or its module was killed an instant ago and
+  the interpreter is still on its way out): wait for it to end, up to the lock timeout, then
+  refuse - never a second migrate beside one still running.
 
 SQLite's lock file keeps the JSON of a holder that died (a clean release empties it); the
 engine reports it as ``taken_over_from`` and it is warned about here too.
@@ -34,6 +37,9 @@ import contextlib
 import json
 import os
 import socket
+import time
+
+from ansible_collections.dbsafe.django.plugins.module_utils import processes
 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
@@ -74,6 +80,42 @@ def holder_alive(holder, hostname=None, pid_exists=None):
     return isinstance(pid, int) and pid != os.getpid() and pid_exists(pid)
 
 
+def live_workers(record, hostname=None, still_running=None):
+    """The processes the run ``record`` started (the project's interpreter) that still run on
+    this host; [] for another host's run (we cannot look at its processes)."""
+    hostname = hostname or socket.gethostname()
+    still_running = still_running or processes.still_running
+    if (record.get("holder") or {}).get("host") != hostname:
+        return []
+    return [worker for worker in record.get("workers") or [] if still_running(worker)]
+
+
+def still_working(record, hostname=None, pid_exists=None, still_running=None):
+    """The pids of the run ``record`` (its module, its interpreter) still running here."""
+    pids = [worker["pid"] for worker in live_workers(record, hostname, still_running)]
+    holder = record.get("holder")
+    if holder_alive(holder, hostname, pid_exists):
+        pids.insert(0, holder["pid"])
+    return pids
+
+
+def wait_until_stopped(record, seconds, warn, working=None, clock=time.monotonic,
+                       sleep=time.sleep):
+    """Wait up to ``seconds`` for the run ``record`` to stop working; returns the pids still
+    working then ([]: nothing runs any more). ``working(record)``: still_working."""
+    working = working or still_working
+    deadline = clock() + max(0, seconds)
+    pids = working(record)
+    if pids:
+        warn("the run %s still runs (pid %s) though it no longer holds the migration lock; "
+             "waiting up to %d s for it to end" % (describe(record.get("holder")),
+                                                  ", ".join(str(pid) for pid in pids), seconds))
+    while pids and clock() < deadline:
+        sleep(0.2)
+        pids = working(record)
+    return pids
+
+
 def _pid_exists(pid):
     try:
         os.kill(pid, 0)
@@ -103,8 +145,11 @@ def takeover_decision(record, alive):
     who = describe(record.get("holder"))
     if alive:
         return "refuse", (
-            "refused: the run %s still runs but no longer holds the migration lock (its "
-            "database session was lost); stop it, then run again" % who)
+            "refused: the run %s still runs (pid %s) but no longer holds the migration lock "
+            "(its database session was lost, or its module died and the project's interpreter "
+            "it started goes on); a second migrate beside it could corrupt the database. Nothing "
+            "was changed; stop that process, then run again"
+            % (who, ", ".join(str(pid) for pid in alive) if isinstance(alive, list) else "?"))
     phase = record.get("phase")
     if phase == "backup":
         return "continue", (
@@ -158,11 +203,14 @@ class RunMarker:
                 os.unlink(path)
 
     @contextlib.contextmanager
-    def tracking(self, holder):
+    def tracking(self, holder, workers=None):
         """Marks the run from backup to verified end; the marker stays only when the run did
-        not end in a known state (a failed restore, or something that is no DbsafeError)."""
-        self.write(phase="backup", holder=holder)
+        not end in a known state (a failed restore, or something that is no DbsafeError).
+        ``workers``: processes.identity() of the children that may change the database (the
+        project's interpreter), so a next run can tell they still run."""
         self._holder = holder
+        self._workers = list(workers or [])
+        self.write(phase="backup", holder=holder, workers=self._workers)
         try:
             yield self
         except RestoreFailed:
@@ -174,7 +222,7 @@ class RunMarker:
 
     def migrating(self, snapshot, backup, plan=None):
         """Migrate starts: ``snapshot`` is the database before it, ``backup`` its backup."""
-        self.write(phase="migrating", holder=self._holder, snapshot=snapshot,
+        self.write(phase="migrating", holder=self._holder, workers=self._workers, snapshot=snapshot,
                    backup=backup and {"path": backup["path"], "sha256": backup["sha256"]},
                    plan=list(plan or []))
 
@@ -210,14 +258,17 @@ def restore_and_prove(store, path, engine, before, timed=None):
     it is proven equal. A failed restore raises its DbsafeError. ``timed(name, function,
     *args)`` runs (and times) the two steps."""
     timed = timed or (lambda name, function, *args: function(*args))
-    timed("restore", store.restore, path, engine)
-    return diff_snapshots(before, timed("snapshot_after_restore", engine.snapshot))
+    # An interruption (Ctrl-C, SIGTERM, a second one) does not abandon a restore half-way.
+    with processes.interruptions.in_mode("finish"):
+        timed("restore", store.restore, path, engine)
+        return diff_snapshots(before, timed("snapshot_after_restore", engine.snapshot))
 
 
-def take_over(marker, holder, engine, store, warn):
+def take_over(marker, holder, engine, store, warn, wait=0, working=None):
     """Called with the lock held, before anything else: deal with what a dead run left.
 
-    ``store`` is the BackupStore to restore with; ``warn(message)``.
+    ``store`` is the BackupStore to restore with; ``warn(message)``; ``wait``: seconds to wait
+    for that run's processes to end (the lock timeout); ``working``: see wait_until_stopped.
     """
     previous = (holder or {}).get("taken_over_from")
     if previous and not (marker and marker.read()):
@@ -225,7 +276,7 @@ def take_over(marker, holder, engine, store, warn):
     record = marker.read() if marker else None
     if record is None:
         return None
-    action, message = takeover_decision(record, holder_alive(record.get("holder")))
+    action, message = takeover_decision(record, wait_until_stopped(record, wait, warn, working))
     if action == "refuse":
         raise PreflightRefused(message, marker=record["path"], database_changed=False)
     if action == "restore":

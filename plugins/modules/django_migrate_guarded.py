@@ -332,6 +332,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.downtime import (
     ServiceWindow,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import DbsafeError
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import interruptions
 from ansible_collections.dbsafe.django.plugins.module_utils.guard import (
     GUARD_ARGUMENT_SPEC,
     GuardedMigrate,
@@ -373,6 +374,9 @@ def main():
     guard = GuardedMigrate(project_for(module, runner), runner, options,
                            check_mode=module.check_mode, diff=module._diff, warn=module.warn,
                            window=window)
+    # SIGINT (Ctrl-C), SIGTERM, SIGHUP and the task's caller going away (Ansible's task timeout)
+    # stop the work in order: restored, or finished, then a failed result that says so.
+    interruptions.install()
     try:
         result = guard.run()
     except DbsafeError as error:
