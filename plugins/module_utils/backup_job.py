@@ -11,12 +11,14 @@ import os
 import re
 
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
+from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     ProjectError,
+    details_of,
 )
 
 CONNECTION_OPTIONS = ("engine", "host", "port", "name", "user", "password")
@@ -31,7 +33,7 @@ def backup_label(connection):
 
 def public_manifest(manifest):
     keep = ("path", "file", "label", "engine", "database", "host", "port", "created_at", "size",
-            "sha256", "compression", "format", "tool_versions", "media")
+            "sha256", "compression", "format", "tool_versions", "media", "sequence", "instance")
     return dict((key, manifest.get(key)) for key in keep)
 
 
@@ -75,9 +77,13 @@ class BackupJob:
 
     def run(self):
         connection = self.connection()
+        # The configured database: its backups are the ones "newest" looks at, also when
+        # restore_into names another database to restore into.
+        self.source_engine = engine_for(connection, self.runner)
+        engine = self.source_engine
         if self.params.get("restore_into"):
             connection = connection.with_name(self.params["restore_into"])
-        engine = engine_for(connection, self.runner)
+            engine = engine_for(connection, self.runner)
         label = self.params.get("label") or backup_label(connection)
         state = self.params["state"]
         if state == "verify":
@@ -111,15 +117,23 @@ class BackupJob:
         )
         pruned = []
         if self.params.get("keep"):
-            pruned = store.prune(self.params["keep"], protect=[manifest["path"]], label=label,
-                                 engine=engine.name)
+            try:
+                pruned = store.prune(self.params["keep"], protect=[manifest["path"]],
+                                     label=label, engine=engine.name,
+                                     database=self.database_of(engine))
+            except BackupError as error:
+                raise BackupError("backed up %s to %s, but keep removed nothing: %s"
+                                  % (engine.describe(), manifest["path"], error.msg),
+                                  backup=public_manifest(manifest), **details_of(error))
         return {"changed": True, "backup": public_manifest(manifest), "pruned": pruned,
                 "msg": "backed up %s to %s" % (engine.describe(), manifest["path"])}
 
     def restore(self, store, engine, label):
-        source = self._source(store, label, engine)
+        source_label = self.params.get("label") or backup_label(self.source_engine.connection)
+        source = self._source(store, source_label, self.source_engine)
         store = self._store_of(source, store)
         manifest = store.verify(source, engine, restore_jobs=self.params["jobs"])
+        into_other = self._check_same_database(manifest, engine)
         media = None
         if self.params["include_media"] and manifest.get("media"):
             media = self.media_root()
@@ -128,7 +142,9 @@ class BackupJob:
                               % manifest["file"])
         if self.check_mode:
             return {"changed": True, "backup": public_manifest(manifest),
-                    "msg": "would restore %s into %s" % (manifest["file"], engine.describe())}
+                    "restored_into_other_database": into_other,
+                    "msg": "would restore %s into %s%s" % (manifest["file"], engine.describe(),
+                                                         self._notes(manifest, into_other))}
         safety = None
         if self.params.get("restore_into") and not engine.database_exists(engine.connection.name):
             engine.create_database(engine.connection.name)
@@ -140,9 +156,10 @@ class BackupJob:
                                 sha256=manifest["media"]["sha256"])
         return {"changed": True, "restored": True, "backup": public_manifest(manifest),
                 "media_restored": media is not None,
+                "restored_into_other_database": into_other,
                 "safety_backup": public_manifest(safety) if safety else None,
-                "msg": "restored %s into %s%s" % (
-                    manifest["file"], engine.describe(),
+                "msg": "restored %s into %s%s%s" % (
+                    manifest["file"], engine.describe(), self._notes(manifest, into_other),
                     "; what it overwrote is in the safety backup %s" % safety["path"]
                     if safety else "")}
 
@@ -160,10 +177,51 @@ class BackupJob:
         keep = self.params.get("keep")
         if not keep:
             raise BackupError("state: pruned needs keep (how many backups to keep)")
-        removed = store.prune(keep, label=label, engine=engine.name, dry_run=self.check_mode)
+        removed = store.prune(keep, label=label, engine=engine.name, dry_run=self.check_mode,
+                              database=self.database_of(engine))
         return {"changed": bool(removed), "pruned": removed,
                 "_after": [n for n in self._names(store, label, engine) if n not in removed],
                 "msg": "removed %d backup(s), kept the %d newest" % (len(removed), keep)}
+
+    # -- which database ----------------------------------------------------------------
+
+    def database_of(self, engine):
+        """``engine``'s database identity; a restore_into database (maybe not created yet) is
+        on the configured database's server."""
+        if engine is self.source_engine:
+            return engine.instance_identity()
+        return engine.instance_identity(server=self.source_engine.instance_identity()["server"])
+
+    def _check_same_database(self, manifest, engine):
+        """Whether the backup of ``manifest`` goes into another database than its own; without
+        allow_other_database that is refused before anything is touched."""
+        taken_from = backup_identity.manifest_identity(manifest)
+        target = self.database_of(engine)
+        if backup_identity.same_database(taken_from, target):
+            return False
+        if not self.params.get("allow_other_database"):
+            raise BackupError(
+                "refused: backup %s was taken from %s, but this restore would overwrite %s, "
+                "another database. Nothing was changed. If that is what you want (e.g. "
+                "production's data into a development database), set allow_other_database: "
+                "true; otherwise restore a backup of this database (give src, or leave it out "
+                "for the newest one of this database)"
+                % (manifest["file"], backup_identity.describe_identity(taken_from),
+                   backup_identity.describe_identity(target)),
+                file=manifest["file"], database_changed=False)
+        return True
+
+    def _notes(self, manifest, into_other):
+        notes = []
+        if into_other:
+            notes.append(" (a backup of %s, another database: allow_other_database)"
+                         % backup_identity.describe_identity(
+                             backup_identity.manifest_identity(manifest)))
+        if not self.params.get("src") and backup_identity.is_legacy(manifest):
+            notes.append(" (chosen as the newest by its created_at and matched by engine, "
+                         "host, port and name: its manifest is from an earlier version, without "
+                         "a sequence number and server identity)")
+        return "".join(notes)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -194,12 +252,13 @@ class BackupJob:
     def _source(self, store, label, engine):
         if self.params.get("src"):
             return self.params["src"]
-        newest = store.newest(label=label, engine=engine.name)
+        newest = store.newest(label=label, engine=engine.name, database=self.database_of(engine))
         if newest is None:
             raise BackupError("no backup of %s (label %s) in %s; give src"
                               % (engine.describe(), label, store.directory))
         return newest["path"]
 
-    @staticmethod
-    def _names(store, label, engine):
-        return [m["file"] for m in store.list(label=label, engine=engine.name)]
+    def _names(self, store, label, engine):
+        # For the diff only: a damaged manifest is refused where a choice depends on it.
+        return [m["file"] for m in store.list(label=label, engine=engine.name,
+                                              database=self.database_of(engine), strict=False)]

@@ -71,6 +71,9 @@ def write_backup(store, label, engine, stream_writer=None, compression=None, fmt
     manifest_partial = manifest_final + PARTIAL_SUFFIX
     made = [partial, manifest_partial]
     try:
+        # Which database this is (a query): asked before the dump, so a backup never names
+        # the wrong one.
+        identity = engine.instance_identity()
         tool_versions = engine.tool_versions()
         files = None
         if dump.directory:
@@ -98,7 +101,9 @@ def write_backup(store, label, engine, stream_writer=None, compression=None, fmt
             "host": public["host"],
             "port": public["port"],
             "user": public["user"],
+            # For people only: the order is ``sequence``'s (below), never the writer's clock.
             "created_at": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "instance": identity,
             "file": file_name,
             "size": size,
             "sha256": sha256,
@@ -114,16 +119,19 @@ def write_backup(store, label, engine, stream_writer=None, compression=None, fmt
         # The re-read above tested the stream (and read a dump to its end): the bytes behind
         # this sha256 passed it, so a restore may rely on the sha256 alone.
         manifest["stream_checked"] = True
-        write_synced(manifest_partial, (json.dumps(manifest, indent=2, sort_keys=True)
-                                        + "\n").encode("utf-8"))
-        # Data first: a manifest never points at a missing file.
-        # Listed for clean-up only once renamed: a rename that fails (a directory of the same
-        # name exists) must not make the clean-up remove what is not ours.
-        os.rename(partial, final)
-        made.append(final)
-        os.rename(manifest_partial, manifest_final)
-        made.append(manifest_final)
-        fsync_directory(store.directory)
+        with store.sequence_lock():
+            # Numbered in the order backups of this database complete in this directory.
+            manifest["sequence"] = store.next_sequence(identity)
+            write_synced(manifest_partial, (json.dumps(manifest, indent=2, sort_keys=True)
+                                            + "\n").encode("utf-8"))
+            # Data first: a manifest never points at a missing file.
+            # Listed for clean-up only once renamed: a rename that fails (a directory of the
+            # same name exists) must not make the clean-up remove what is not ours.
+            os.rename(partial, final)
+            made.append(final)
+            os.rename(manifest_partial, manifest_final)
+            made.append(manifest_final)
+            fsync_directory(store.directory)
     except BaseException as error:
         for path in made:
             remove_any(path)

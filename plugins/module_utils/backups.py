@@ -33,12 +33,14 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
 import tempfile
 
 from ansible_collections.dbsafe.django.plugins.module_utils import (
+    backup_identity,
     backup_media,
     backup_verify,
     backup_write,
@@ -240,43 +242,105 @@ class BackupStore:
 
     # -- listing and retention ------------------------------------------------------------
 
-    def list(self, label=None, engine=None):
-        """Complete backups (data file and manifest), newest first."""
+    def manifests(self):
+        """[(manifest file name, its manifest or the BackupError reading it)] of every
+        manifest in the directory, in no order."""
         found = []
         for name in os.listdir(self.directory):
             if not name.endswith(MANIFEST_SUFFIX) or name.startswith("."):
                 continue
             try:
-                manifest = self.read_manifest(os.path.join(self.directory, name))
-            except BackupError:
-                continue
-            if not _backup_exists(manifest):
+                found.append((name, self.read_manifest(os.path.join(self.directory, name))))
+            except BackupError as error:
+                found.append((name, error))
+        return found
+
+    def list(self, label=None, engine=None, database=None, strict=None):
+        """Complete backups (data file and manifest), newest first (``backup_identity``:
+        by sequence, earlier versions' backups below by their created_at).
+
+        ``engine`` (an Engine, or a name) and ``label`` filter. ``database`` (an identity,
+        ``Engine.instance_identity()``; an Engine given as ``engine`` gives its own) keeps only
+        that database's backups - other databases' backups with the same label in a shared
+        directory are never seen. ``strict`` (default: when a database is given): a manifest
+        that may be one of them but cannot be read, or whose data is gone, raises a
+        BackupError naming it instead of being left out.
+        """
+        engine_name = getattr(engine, "name", engine)
+        if database is None and hasattr(engine, "instance_identity"):
+            database = engine.instance_identity()
+        if strict is None:
+            strict = database is not None
+        found, damaged = [], []
+        for name, manifest in self.manifests():
+            if isinstance(manifest, BackupError):
+                if backup_identity.could_belong(name, label, engine_name):
+                    damaged.append("%s (%s)" % (name, manifest.msg))
                 continue
             if label is not None and manifest.get("label") != label:
                 continue
-            if engine is not None and manifest.get("engine") != getattr(engine, "name", engine):
+            if engine_name is not None and manifest.get("engine") != engine_name:
+                continue
+            if database is not None and not backup_identity.belongs_to(manifest, database):
+                continue
+            if not _backup_exists(manifest):
+                damaged.append("%s (its backup %s is missing)" % (name, manifest["file"]))
                 continue
             found.append(manifest)
-        found.sort(key=lambda item: (item.get("created_at") or "", item["file"]), reverse=True)
-        return found
+        if damaged and strict:
+            raise BackupError(
+                "damaged backup manifest(s) among the backups of %s in %s: %s. Nothing was "
+                "chosen, restored or removed: which backup is the newest cannot be told while "
+                "one cannot be read. Repair or remove those manifests (and their backup files), "
+                "or give src" % (backup_identity.describe_identity(database) if database
+                                 else "label %s" % label, self.directory, "; ".join(sorted(damaged))),
+                damaged=sorted(damaged), directory=self.directory)
+        return backup_identity.newest_first(found)
 
-    def newest(self, label=None, engine=None):
-        backups = self.list(label, engine)
+    def newest(self, label=None, engine=None, database=None):
+        backups = self.list(label, engine, database)
         return backups[0] if backups else None
 
-    def prune(self, keep, protect=None, label=None, engine=None, dry_run=False):
-        """Keep the ``keep`` newest backups per label and engine; returns the removed names
-        (with ``dry_run``, the names that would be removed; nothing is touched).
+    @contextlib.contextmanager
+    def sequence_lock(self):
+        """Held while a backup gets its sequence number and its final names: an exclusive
+        flock on the directory itself (no file of ours appears in it). A file system that has
+        no flock for directories (NFS) gets no lock: two backups of one database completing in
+        the same millisecond could then share a number."""
+        try:
+            fd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                pass
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    def next_sequence(self, identity):
+        """The sequence number of the next backup of ``identity`` (under ``sequence_lock``)."""
+        readable = [manifest for _name, manifest in self.manifests()
+                    if not isinstance(manifest, BackupError)]
+        return backup_identity.next_sequence(readable, identity)
+
+    def prune(self, keep, protect=None, label=None, engine=None, dry_run=False, database=None):
+        """Keep the ``keep`` newest backups per label and engine of one database (``database``,
+        or the Engine ``engine``'s own; see ``list``); returns the removed names (with
+        ``dry_run``, the names that would be removed; nothing is touched).
 
         Backups named in ``protect`` (names or paths; e.g. the one just taken) are never
-        removed and count towards ``keep``.
+        removed and count towards ``keep``. A damaged manifest among them removes nothing.
         """
         if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
             raise BackupError("keep must be a whole number of at least 1 (got %r): pruning "
                               "every backup is never what you want" % (keep,))
         protected = set(os.path.basename(str(name)) for name in (protect or []))
         groups = {}
-        for manifest in self.list(label, engine):
+        for manifest in self.list(label, engine, database):
             groups.setdefault((manifest["label"], manifest["engine"]), []).append(manifest)
         removed = []
         for backups in groups.values():

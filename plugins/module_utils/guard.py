@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from ansible_collections.dbsafe.django.plugins.module_utils import processes, run_marker, state
+from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity, processes, run_marker, state
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
@@ -334,7 +334,7 @@ class GuardedMigrate:
                                  "compression": backup["compression"]}
         if self.options.keep:
             self.result["backup"]["pruned"] = store.prune(
-                self.options.keep, protect=[backup["path"]], label=label, engine=engine.name)
+                self.options.keep, protect=[backup["path"]], label=label, engine=engine)
         return backup
 
     def _migrate_and_verify(self, engine, before, plan, snapshot, backup):
@@ -424,7 +424,13 @@ class GuardedMigrate:
     def _marker(self, engine):
         if self.store is None:  # no backup directory, nothing to go back to
             return None
-        return run_marker.RunMarker(self.store.directory, backup_label(engine.connection))
+        # One marker per database: another database's run in a shared backup_dir (same label)
+        # is none of ours. A marker an earlier version left (one per label) is still honoured.
+        label = backup_label(engine.connection)
+        own = run_marker.RunMarker(self.store.directory, "%s-%s" % (
+            label, backup_identity.database_key(engine.instance_identity())))
+        legacy = run_marker.RunMarker(self.store.directory, label)
+        return legacy if own.read() is None and legacy.read() is not None else own
 
     def _diff(self, before, plan):
         applied = sorted(before["facts"]["applied_rows"])

@@ -72,7 +72,19 @@ options:
     description:
       - The backup to restore or verify (its path). Defaults to the newest backup of this
         database in O(backup_dir).
+      - The newest is the one with the highest C(sequence) among this database's backups
+        (same label, engine, database name and server identity, see the notes); the writer's
+        clock plays no part. A manifest among them that cannot be read, or whose backup file
+        is gone, is an error that names it.
     type: path
+  allow_other_database:
+    description:
+      - Let O(state=restore) restore a backup taken from another database (another name, or
+        the same name on another server, e.g. production's backup into a development
+        database, or O(restore_into)). Without it such a restore is refused before anything
+        is touched. The result's C(restored_into_other_database) says whether it happened.
+    type: bool
+    default: false
   label:
     description:
       - Name prefix of the backups of this database. Defaults to C(<alias>-<database name>).
@@ -101,7 +113,8 @@ options:
   keep:
     description:
       - After a dump, or with O(state=pruned), keep only the newest O(keep) backups of this
-        database (never the one just taken). Must be 1 or more.
+        database (never the one just taken). Must be 1 or more. Other databases' backups in the
+        same O(backup_dir), also with the same O(label), are never counted or removed.
     type: int
   include_media:
     description:
@@ -116,7 +129,8 @@ options:
   restore_into:
     description:
       - Restore into this database name (created when missing) instead of the configured one.
-        For SQLite, a file path.
+        For SQLite, a file path. Without O(src) the newest backup of the configured database
+        is restored. Needs O(allow_other_database).
     type: str
   engine:
     description:
@@ -149,6 +163,17 @@ attributes:
     support: full
     description: The list of backups of this database before and after.
 notes:
+  - A backup belongs to the database it was taken from. Its manifest records that database
+    (C(instance) - engine, host, port, name and the server's own identity - PostgreSQL's
+    C(system_identifier), MySQL's C(server_uuid), MariaDB's C(server_uid), for SQLite the host
+    name and the file's real path) and a C(sequence) number, one more than the highest of that
+    database's backups in the directory when it completes. Two databases are the same when
+    engine, name and server identity match. MariaDB's C(server_uid) is computed by the server
+    from its host and port, so a MariaDB server moved to another machine counts as another
+    server - restore its earlier backups with O(src) and O(allow_other_database).
+  - Backups of earlier versions (no C(instance), no C(sequence)) are still found - they belong to
+    the database with their engine, database name, host and port - and rank below every numbered
+    backup, among themselves by C(created_at); a restore that picks one says so.
   - Needs the engine's client tools on the host that runs the module (C(pg_dump),
     C(pg_restore), C(psql); C(mariadb-dump) or C(mysqldump), C(mariadb) or C(mysql)).
 seealso:
@@ -176,6 +201,7 @@ EXAMPLES = r"""
     backup_dir: /var/backups/shop
     label: default-shop
     restore_into: shop_dev
+    allow_other_database: true
 
 - name: Verify a backup without restoring it
   dbsafe.django.db_backup:
@@ -204,6 +230,13 @@ backup:
     compression: none
     format: custom
     media: null
+    sequence: 12
+    instance:
+      engine: postgresql
+      host: db1
+      port: 5432
+      name: shop
+      server: "postgresql:7716364735375906975"
 pruned:
   description: File names of the backups removed by O(keep).
   returned: when state is dump or pruned
@@ -219,6 +252,10 @@ restored:
   type: bool
 media_restored:
   description: Whether the media directory was replaced from the backup.
+  returned: when state is restore
+  type: bool
+restored_into_other_database:
+  description: Whether the backup was taken from another database than the one restored into (see O(allow_other_database)).
   returned: when state is restore
   type: bool
 verified:
@@ -258,6 +295,7 @@ BACKUP_OPTIONS = dict(
     include_media=dict(type="bool", default=False),
     media_root=dict(type="path"),
     restore_into=dict(type="str"),
+    allow_other_database=dict(type="bool", default=False),
     engine=dict(type="str", choices=["sqlite", "postgresql", "mysql"]),
     host=dict(type="str"),
     port=dict(type="int"),

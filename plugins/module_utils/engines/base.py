@@ -161,6 +161,26 @@ class Engine:
         """Drop every table (and view, routine...) of the database: an empty database."""
         raise NotImplementedError
 
+    def server_identity(self):
+        """The server's own identity (e.g. PostgreSQL's system identifier), a string that two
+        servers reached at the same address on different machines do not share; None when the
+        server does not tell (the backups then go by host and port)."""
+        raise NotImplementedError
+
+    def instance_identity(self, server=None):
+        """Which database this is, for the backup store: engine, host, port, name (SQLite: the
+        file's real path) and ``server`` (``server_identity()``, asked once; given: a database
+        on the server whose identity that is, e.g. one a restore is about to create)."""
+        if server is None:
+            if getattr(self, "_server_identity", None) is None:
+                self._server_identity = self.server_identity()
+            server = self._server_identity
+        public = self.connection.public()
+        return {"engine": self.name, "host": public["host"], "port": public["port"],
+                "name": self.identity_name(), "server": server}
+
+    def identity_name(self):
+        return self.connection.name
 
 class DumpFormat:
     """One dump format as the backup store keeps it: the file's extension, and how to tell

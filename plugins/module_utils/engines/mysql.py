@@ -215,6 +215,22 @@ class MysqlEngine(Engine):
     def ping(self):
         self.sql("SELECT 1;", action="connecting")
 
+    def server_identity(self):
+        # MySQL's server_uuid (kept in the data directory); MariaDB has none: its server_uid
+        # is a hash the server computes from its host and port at start (server_id defaults
+        # to 1 everywhere, so it tells nothing). Without either: hostname and port.
+        out = self.sql("SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_VARIABLES "
+                       "WHERE VARIABLE_NAME IN ('SERVER_UUID', 'SERVER_UID', 'HOSTNAME', 'PORT');",
+                       database=False, action="reading the server's identity")
+        found = dict(line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+        found = dict((key.lower(), value.strip()) for key, value in found.items())
+        for variable in ("server_uuid", "server_uid"):
+            if found.get(variable):
+                return "mysql:%s:%s" % (variable, found[variable])
+        if found.get("hostname"):
+            return "mysql:hostname:%s:%s" % (found["hostname"], found.get("port", ""))
+        return None
+
     def access_problems(self, restore=True):
         access = mysql_privileges.access_from_output(
             self.sql(mysql_privileges.ACCESS_SQL, action="reading the user's privileges"))

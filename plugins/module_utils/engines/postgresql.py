@@ -188,6 +188,18 @@ class PostgresqlEngine(Engine):
     def ping(self):
         self.psql("SELECT 1;", action="connecting")
 
+    def server_identity(self):
+        # The cluster's system identifier, set by initdb (a physical copy keeps it: such a
+        # copy shares one with its origin, the database name and address then tell them apart).
+        try:
+            out = self.psql("SELECT system_identifier FROM pg_control_system();",
+                            action="reading the server's system identifier").strip()
+        except EngineError:
+            if not self.database_exists(self.connection.name):
+                raise
+            return None  # pg_control_system() revoked from this user
+        return "postgresql:%s" % out if out else None
+
     def access_problems(self, restore=True):
         access = access_from_output(self.psql(ACCESS_SQL, action="reading the user's privileges"))
         problems = write_problems(access, self.describe())

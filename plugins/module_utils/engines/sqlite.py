@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import tempfile
 import time
@@ -184,6 +185,14 @@ class SqliteEngine(Engine):
                 incoming.close()
         finally:
             _remove(temp)
+
+    def server_identity(self):
+        # The file lives on this machine: two hosts' /srv/app/db.sqlite3 are two databases.
+        return "sqlite:%s" % socket.gethostname()
+
+    def identity_name(self):
+        # The real path (symlinks resolved), not the inode: a restore replaces the file.
+        return os.path.realpath(self.path)
 
     # -- databases (files) ----------------------------------------------------------------
 

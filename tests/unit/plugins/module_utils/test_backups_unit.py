@@ -55,6 +55,10 @@ class StubEngine:
     def tool_versions(self):
         return {"sqlite": "3.40.1"}
 
+    def instance_identity(self):
+        return {"engine": "sqlite", "host": None, "port": None, "name": self.connection.name,
+                "server": "sqlite:unit-test-host"}
+
     def dump(self, out, fmt=None, jobs=1):
         self.dumped += 1
         out.write(SQLITE_BYTES)
