@@ -182,6 +182,7 @@ class Engine:
     def identity_name(self):
         return self.connection.name
 
+
 class DumpFormat:
     """One dump format as the backup store keeps it: the file's extension, and how to tell
     that a dump of it is complete. Each engine module defines its own; this base knows nothing
