@@ -9,14 +9,17 @@ __metaclass__ = type
 
 import os
 import re
+import time
 
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity
+from ansible_collections.dbsafe.django.plugins.module_utils.backup_restore import restore_backup
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
+    DbsafeError,
     ProjectError,
     details_of,
 )
@@ -146,15 +149,23 @@ class BackupJob:
                     "msg": "would restore %s into %s%s" % (manifest["file"], engine.describe(),
                                                          self._notes(manifest, into_other))}
         safety = None
+        created = False
         if self.params.get("restore_into") and not engine.database_exists(engine.connection.name):
             engine.create_database(engine.connection.name)
-        elif self.params.get("safety_backup", True):
-            safety = self._safety_backup(engine, label, media)
-        store.restore(manifest["path"], engine, jobs=self.params["jobs"], manifest=manifest)
-        if media:
-            store.restore_media(manifest["media"]["file"], media,
-                                sha256=manifest["media"]["sha256"])
+            created = True
+        if hasattr(engine, "restore_method"):
+            engine.restore_method = self.params.get("restore_method") or "swap"
+        lock_started = time.time()
+        # The guard's lock (same name): a restore never interleaves with a migrate, a reset
+        # or another restore of this database.
+        with engine.lock(timeout=self.params.get("lock_timeout", 300)) as holder:
+            lock = {"holder": holder, "waited": round(time.time() - lock_started, 3)}
+            if not created and self.params.get("safety_backup", True):
+                safety = self._safety_backup_or_refuse(engine, label, media)
+            restore_backup(store, manifest, engine, jobs=self.params["jobs"], media_root=media,
+                           safety=safety)
         return {"changed": True, "restored": True, "backup": public_manifest(manifest),
+                "lock": lock,
                 "media_restored": media is not None,
                 "restored_into_other_database": into_other,
                 "safety_backup": public_manifest(safety) if safety else None,
@@ -224,6 +235,16 @@ class BackupJob:
         return "".join(notes)
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _safety_backup_or_refuse(self, engine, label, media):
+        try:
+            return self._safety_backup(engine, label, media)
+        except DbsafeError as error:
+            raise BackupError("the safety backup of %s (what the restore would replace) failed: "
+                              "%s. Nothing was restored: the database%s not changed."
+                              % (engine.describe(), error.msg.rstrip("."),
+                                 " and the media were" if media else " was"),
+                              **details_of(error))
 
     def _safety_backup(self, engine, label, media):
         """A verified backup of what a restore overwrites (and of the media it replaces),

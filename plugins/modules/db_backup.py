@@ -66,8 +66,31 @@ options:
         O(include_media), the media) that the restore overwrites, into O(backup_dir). The
         result's C(safety_backup) says where it is.
       - Not taken when O(restore_into) names a database that does not exist yet.
+      - It is taken under the run lock, before the database or the media are touched; every
+        failure of the restore names it.
     type: bool
     default: true
+  lock_timeout:
+    description:
+      - Seconds a O(state=restore) waits for the run lock of the database (the lock a guarded
+        migrate, a reset or another restore of it holds) before it fails without changing
+        anything. A restore never runs while one of those does.
+    type: int
+    default: 300
+  restore_method:
+    description:
+      - How a MySQL/MariaDB restore replaces the database. V(swap) loads the dump into a scratch
+        database C(<name>__dbsafe_restore_<token>) on the same server and swaps its tables in
+        with one atomic C(RENAME TABLE), so a failure or a kill leaves the database as it was
+        (views, triggers, routines and events are recreated right after the swap). It needs
+        the CREATE and DROP privileges on C(<name>%) databases; without them the restore fails
+        before anything is touched.
+      - V(in_place) empties the database and runs the dump in it (no CREATE privilege needed;
+        a failure leaves the database partly restored).
+      - SQLite and PostgreSQL (one job) restores are all-or-nothing already and ignore it.
+    type: str
+    choices: [swap, in_place]
+    default: swap
   src:
     description:
       - The backup to restore or verify (its path). Defaults to the newest backup of this
@@ -254,6 +277,10 @@ media_restored:
   description: Whether the media directory was replaced from the backup.
   returned: when state is restore
   type: bool
+lock:
+  description: The run lock the restore held (C(holder)) and the seconds it waited for it (C(waited)).
+  returned: when state is restore
+  type: dict
 restored_into_other_database:
   description: Whether the backup was taken from another database than the one restored into (see O(allow_other_database)).
   returned: when state is restore
@@ -286,6 +313,8 @@ BACKUP_OPTIONS = dict(
     state=dict(type="str", choices=["dump", "restore", "verify", "pruned"], default="dump"),
     backup_dir=dict(type="path"),
     safety_backup=dict(type="bool", default=True),
+    lock_timeout=dict(type="int", default=300),
+    restore_method=dict(type="str", choices=["swap", "in_place"], default="swap"),
     src=dict(type="path"),
     label=dict(type="str"),
     format=dict(type="str"),
