@@ -317,8 +317,13 @@ class Interruptions:
         """What a message adds when interruptions arrived during a restore ('' when none)."""
         if not self.during_finish:
             return ""
+        counted = []
+        for cause in self.during_finish:
+            if cause not in [name for name, _count in counted]:
+                counted.append((cause, self.during_finish.count(cause)))
         return (" (%s arrived during the restore: the restore was not abandoned, it went on to "
-                "its end)" % ", ".join(self.during_finish))
+                "its end)" % ", ".join(name if count == 1 else "%s (%d times)" % (name, count)
+                                       for name, count in counted))
 
     def check(self, state):
         """Raise Interrupted if a stop was asked; ``state``: the database's state now."""

@@ -380,7 +380,9 @@ def main():
     try:
         result = guard.run()
     except DbsafeError as error:
+        interruptions.mode = "finish"  # the outcome is known: report it, whatever comes now
         fail_with(module, error, **guard.result)
+    interruptions.mode = "finish"
     module.exit_json(**result)
 
 

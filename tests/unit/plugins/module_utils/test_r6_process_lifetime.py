@@ -1,7 +1,6 @@
 """R6 (issue 16): no child outlives the module, interruptions stop the work in order, and a run
 that finds the previous run's processes still working waits for them or refuses."""
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -92,10 +91,12 @@ def test_an_interruption_during_a_restore_is_recorded_and_the_restore_goes_on():
         interruptions.interrupt("SIGINT")
         with interruptions.in_mode("finish"):
             interruptions.interrupt("SIGTERM")  # no exception: the restore is not abandoned
+            interruptions.interrupt("SIGINT")
+            interruptions.interrupt("SIGINT")
     assert stopped == [1]
     assert interruptions.restore_note() == (
-        " (SIGTERM arrived during the restore: the restore was not abandoned, it went on to "
-        "its end)")
+        " (SIGTERM, SIGINT (2 times) arrived during the restore: the restore was not abandoned, "
+        "it went on to its end)")
 
 
 def test_the_caller_going_away_is_an_interruption():
