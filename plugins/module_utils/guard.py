@@ -17,7 +17,7 @@ import json
 import os
 import time
 
-from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity, processes, run_marker, state
+from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity, processes, risk, run_marker, state
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
@@ -52,6 +52,8 @@ GUARD_ARGUMENT_SPEC = dict(
     keep=dict(type="int"),
     lock_timeout=dict(type="int", default=300),
     skip_checks=dict(type="bool", default=False),
+    # The highest risk (risk.LEVELS) the plan may have; None: no limit.
+    max_risk=dict(type="str", choices=["safe", "locks", "incompatible", "data_loss"]),
 )
 
 
@@ -274,6 +276,9 @@ class GuardedMigrate:
         # The refusal keeps the result's plan (its steps and operations, the SQL in diff mode)
         # so a person sees what they are asked to allow.
         problems = preflight_problems(before, self.options)
+        # Each pending operation's risk to its live table, shown in check and diff mode too.
+        self.result["risks"] = self.result["before"]["risks"]
+        self.result["risk"] = self.result["before"]["risk"]
         if problems:
             raise PreflightRefused(
                 "refused before touching the database: " + " | ".join(problems),
@@ -287,6 +292,11 @@ class GuardedMigrate:
                 % "; ".join("%s: %s" % (s["migration"], s["reason"]) for s in lossy),
                 data_loss=lossy, database_changed=False,
             )
+        too_risky = risk.refusal(self.result["risks"], self.options.max_risk)
+        if too_risky:
+            raise PreflightRefused("refused before touching the database: " + too_risky,
+                                   too_risky=risk.above(self.result["risks"], self.options.max_risk),
+                                   database_changed=False)
         serious = state.serious_checks(before["facts"])
         if plan and self.options.skip_checks and not self.result.get("skip_checks"):
             self.result["skip_checks"] = True

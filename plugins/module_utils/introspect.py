@@ -241,9 +241,17 @@ def _jsonable(value):
         return repr(value)
 
 
+# Seconds the driver waits for the server to answer a new connection unless the alias's
+# OPTIONS set connect_timeout: a host that accepts TCP and never answers must not hang a run.
+CONNECT_TIMEOUT = 10
+
+
 def ensure_connected(connection, entry):
     from django.db.utils import OperationalError, InterfaceError
 
+    if connection.vendor in ("postgresql", "mysql"):
+        connection.settings_dict.setdefault("OPTIONS", {}).setdefault(
+            "connect_timeout", CONNECT_TIMEOUT)
     try:
         connection.ensure_connection()
     except (OperationalError, InterfaceError) as error:
@@ -467,7 +475,9 @@ def resolve_target(loader, app_label, migration_name):
 
 def plan(executor, targets, with_sql=False):
     steps = []
-    for migration, backwards in executor.migration_plan(targets):
+    migration_plan = executor.migration_plan(targets)
+    details = operation_details(executor, migration_plan)
+    for index, (migration, backwards) in enumerate(migration_plan):
         step = {
             "migration": "%s.%s" % (migration.app_label, migration.name),
             "backwards": bool(backwards),
@@ -477,14 +487,250 @@ def plan(executor, targets, with_sql=False):
                     "type": op.__class__.__name__,
                     "description": describe(op),
                     "reversible": bool(getattr(op, "reversible", True)),
+                    # What risk.py classifies: the class, table, field before and after.
+                    "detail": details[index][position],
                 }
-                for op in migration.operations
+                for position, op in enumerate(migration.operations)
             ],
         }
         if with_sql:
             step["sql"] = collect_sql(executor, migration, backwards)
         steps.append(step)
     return steps
+
+
+# Django's operation classes risk.py knows; a subclass (a project's own AddField) is described
+# as the first of these in its MRO.
+KNOWN_OPERATIONS = (
+    "AddField", "AlterField", "RemoveField", "RenameField", "CreateModel", "DeleteModel",
+    "RenameModel", "AlterModelTable", "AddIndex", "AddIndexConcurrently", "RemoveIndex",
+    "RemoveIndexConcurrently", "RenameIndex", "AddConstraint", "AddConstraintNotValid",
+    "ValidateConstraint", "RemoveConstraint", "AlterUniqueTogether", "AlterIndexTogether",
+    "RunSQL", "RunPython", "SeparateDatabaseAndState", "AlterModelOptions",
+    "AlterModelManagers", "AlterOrderWithRespectTo",
+)
+
+
+def operation_details(executor, migration_plan):
+    """Per step of the plan, per operation, a plain description for risk.py, each operation
+    seen in the project state it runs from (the table's name, the field before). Never
+    raises: an operation that cannot be described says why."""
+    state = None
+    try:
+        if migration_plan:  # building the state costs: only for a plan
+            state = executor._create_project_state(with_applied_migrations=True)
+    except Exception:
+        pass
+    details = []
+    for migration, backwards in migration_plan:
+        found = []
+        for operation in migration.operations:
+            try:
+                found.append(describe_operation(operation, migration.app_label, state,
+                                                executor.connection))
+            except Exception as error:
+                found.append({"class": operation.__class__.__name__,
+                              "error": "%s: %s" % (error.__class__.__name__, error)})
+            if state is not None and not backwards:
+                try:
+                    operation.state_forwards(migration.app_label, state)
+                except Exception:
+                    state = None
+        details.append(found)
+    return details
+
+
+def _known_class(operation):
+    for klass in operation.__class__.__mro__:
+        if klass.__name__ in KNOWN_OPERATIONS:
+            return klass.__name__
+    return operation.__class__.__name__
+
+
+def _model_state(state, app_label, model_name):
+    if state is None or not model_name:
+        return None
+    return state.models.get((app_label, model_name.lower()))
+
+
+def _table_of(state, app_label, model_name):
+    model = _model_state(state, app_label, model_name)
+    if model is not None and model.options.get("db_table"):
+        return model.options["db_table"]
+    return "%s_%s" % (app_label, (model_name or "").lower())
+
+
+def _old_field(state, app_label, model_name, name):
+    model = _model_state(state, app_label, model_name)
+    if model is None:
+        return None
+    fields = model.fields
+    if isinstance(fields, dict):
+        return fields.get(name)
+    for field_name, field in fields:  # Django before 3.1: a list of pairs
+        if field_name == name:
+            return field
+    return None
+
+
+def describe_field(field, connection):
+    from django.db.models import NOT_PROVIDED
+
+    if field is None:
+        return None
+    db_default = getattr(field, "db_default", NOT_PROVIDED)  # Django 5.0+
+    info = {
+        "type": field.get_internal_type(),
+        "null": bool(field.null),
+        "has_default": bool(field.has_default()),
+        "callable_default": bool(field.has_default() and callable(field.default)),
+        "db_default": db_default is not NOT_PROVIDED,
+        "db_default_expression": db_default is not NOT_PROVIDED and hasattr(db_default, "resolve_expression")
+        and db_default.__class__.__name__ != "Value",
+        "unique": bool(getattr(field, "_unique", False)),
+        "primary_key": bool(field.primary_key),
+        "db_index": bool(getattr(field, "db_index", False)),
+        "relation": bool(field.is_relation and not field.many_to_many),
+        "many_to_many": bool(field.many_to_many),
+        "db_constraint": bool(getattr(field, "db_constraint", True)),
+        "db_type": None,
+    }
+    if not field.is_relation:
+        try:
+            info["db_type"] = field.db_type(connection)
+        except Exception:  # a field that needs its model to say its type
+            pass
+    return info
+
+
+def describe_operation(operation, app_label, state, connection):
+    """One operation as plain data: its known class, the table and what risk.py needs."""
+    kind = _known_class(operation)
+    model_name = getattr(operation, "model_name", None) or getattr(operation, "name", None)
+    if kind in ("RunSQL", "RunPython", "SeparateDatabaseAndState"):
+        model_name = None
+    detail = {"class": kind, "model": model_name,
+              "table": _table_of(state, app_label, model_name) if model_name else None}
+    if kind == "CreateModel":
+        detail["table"] = (operation.options or {}).get("db_table") or detail["table"]
+    if kind in ("AddField", "AlterField"):
+        detail["field"] = describe_field(operation.field, connection)
+    if kind in ("AlterField", "RemoveField"):
+        detail["old_field"] = describe_field(
+            _old_field(state, app_label, operation.model_name, operation.name), connection)
+    if kind in ("AddIndex", "AddIndexConcurrently"):
+        index = operation.index
+        detail["unique"] = False
+        detail["concurrent"] = kind == "AddIndexConcurrently"
+        index_kind = index.__class__.__name__
+        detail["index_kind"] = "FULLTEXT" if "FullText" in index_kind else index_kind
+    if kind in ("AddConstraint", "AddConstraintNotValid"):
+        constraint = operation.constraint
+        name = constraint.__class__.__name__
+        detail["constraint_kind"] = {"CheckConstraint": "check", "UniqueConstraint": "unique",
+                                     "ExclusionConstraint": "exclusion"}.get(name, name)
+        detail["not_valid"] = kind == "AddConstraintNotValid"
+    if kind in ("AlterUniqueTogether", "AlterIndexTogether"):
+        option = "unique_together" if kind == "AlterUniqueTogether" else "index_together"
+        model = _model_state(state, app_label, operation.name)
+        old = set(tuple(item) for item in ((model.options.get(option) if model else None) or ()))
+        new = set(tuple(item) for item in (getattr(operation, option, None) or ()))
+        detail["added"] = sorted(list(item) for item in new - old)
+    if kind == "RunSQL":
+        sql = operation.sql
+        text = sql if isinstance(sql, str) else " ".join(str(item) for item in (sql or []))
+        detail["sql"] = text.strip()[:200]
+    if kind == "RunPython":
+        detail["code"] = getattr(operation.code, "__name__", repr(operation.code))
+    if kind == "SeparateDatabaseAndState":
+        inner_state = state.clone() if state is not None else None
+        inner = []
+        for inner_operation in operation.database_operations:
+            inner.append(describe_operation(inner_operation, app_label, inner_state, connection))
+            if inner_state is not None:
+                inner_operation.state_forwards(app_label, inner_state)
+        detail["database_operations"] = inner
+    return detail
+
+
+def server_facts(connection):
+    """The server the plan runs on: vendor, MariaDB or MySQL, version."""
+    vendor = connection.vendor
+    facts = {"vendor": vendor, "flavour": vendor, "version": ""}
+    try:
+        if vendor == "postgresql":
+            number = connection.pg_version  # e.g. 150004
+            facts["version"] = "%d.%d" % (number // 10000, number % 10000)
+        elif vendor == "mysql":
+            facts["flavour"] = "mariadb" if connection.mysql_is_mariadb else "mysql"
+            facts["version"] = ".".join(str(part) for part in connection.mysql_version)
+        elif vendor == "sqlite":
+            import sqlite3
+            facts["version"] = sqlite3.sqlite_version
+    except Exception:  # not connected (a missing SQLite file): the version stays unknown
+        pass
+    return facts
+
+
+# A table without statistics yet smaller than this is counted (cheap); larger ones are estimated.
+COUNT_BELOW_BYTES = 64 * 1024 * 1024
+
+
+def plan_tables(steps):
+    tables = set()
+    for step in steps:
+        for operation in step["operations"]:
+            detail = operation.get("detail") or {}
+            for item in [detail] + list(detail.get("database_operations") or []):
+                if item.get("table"):
+                    tables.add(item["table"])
+    return sorted(tables)
+
+
+def table_stats(connection, entry, tables):
+    """{table: {"rows": estimated rows, "bytes": size}} of the plan's existing tables, from the
+    catalog (PostgreSQL reltuples, information_schema.tables' TABLE_ROWS); a table never
+    analysed and small is counted. Reads only; a table that does not exist is left out."""
+    if not tables or not entry["exists"]:
+        return {}
+    stats = {}
+    quote = connection.ops.quote_name
+    existing = set(connection.introspection.table_names())
+    wanted = [table for table in tables if table in existing]
+    with connection.cursor() as cursor:
+        for table in wanted:
+            rows, size = None, None
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), pg_relation_size(c.oid) "
+                               "FROM pg_class c WHERE c.oid = to_regclass(%s)", [quote(table)])
+                found = cursor.fetchone()
+                if found:
+                    rows, size, heap = found
+                    if rows < 0 or (rows == 0 and heap > 0):  # never analysed
+                        rows = None if heap > COUNT_BELOW_BYTES else _count(cursor, quote(table))
+            elif connection.vendor == "mysql":
+                cursor.execute("SELECT TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH, DATA_LENGTH FROM information_schema.tables "
+                               "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", [table])
+                found = cursor.fetchone()
+                if found:
+                    rows, size, data = int(found[0] or 0), int(found[1] or 0), int(found[2] or 0)
+                    if rows == 0 and data > 16384 and data < COUNT_BELOW_BYTES:  # statistics not updated yet
+                        rows = _count(cursor, quote(table))
+            else:
+                rows = _count(cursor, quote(table))
+                try:
+                    cursor.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = %s", [table])
+                    size = cursor.fetchone()[0]
+                except Exception:  # SQLite built without the dbstat table
+                    size = None
+            stats[table] = {"rows": None if rows is None else int(rows),
+                            "bytes": None if size is None else int(size)}
+    return stats
+
+
+def _count(cursor, quoted):
+    cursor.execute("SELECT COUNT(*) FROM %s" % quoted)
+    return cursor.fetchone()[0]
 
 
 def collect_sql(executor, migration, backwards):
@@ -549,6 +795,13 @@ def gather(request, connection, entry, timings):
     started = time.time()
     facts["plan"] = plan(executor, targets, with_sql=request.get("sql", False))
     timings["plan"] = round(time.time() - started, 4)
+    # What risk.py needs besides the plan: the server, the live tables' rows and size.
+    facts["server"] = server_facts(connection)
+    try:
+        facts["table_stats"] = table_stats(connection, entry, plan_tables(facts["plan"]))
+    except Exception as error:  # no privilege on the catalog: the risks say "size unknown"
+        facts["table_stats"] = {}
+        facts["table_stats_error"] = "%s: %s" % (error.__class__.__name__, error)
     if request.get("checks", True):
         started = time.time()
         facts["checks"] = system_checks(connection, entry)

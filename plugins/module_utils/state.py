@@ -11,6 +11,8 @@ __metaclass__ = type
 import re
 import socket
 
+from ansible_collections.dbsafe.django.plugins.module_utils import risk
+
 # The Django releases the collection is tested with (tests/integration: the demo project and
 # the modules under each); outside them a warning names the range.
 TESTED_DJANGO = ((3, 2), (6, 1))
@@ -87,6 +89,10 @@ def migration_facts(result, apps=None):
         # The system checks manage.py migrate runs (not per app: they gate every migrate).
         "checks": list(facts.get("checks") or []),
     }
+    # What each pending operation will do to its live table (risk.py).
+    facts_out["risks"] = [item for item in risk.plan_risks(facts["plan"], facts.get("server"), facts.get("table_stats"))
+                          if _in_apps(item["migration"], wanted)]
+    facts_out["risk"] = risk.highest([item["level"] for item in facts_out["risks"]])
     if result.get("boot_note"):
         facts_out["boot_note"] = result["boot_note"]
     return facts_out

@@ -115,6 +115,18 @@ options:
       - Recorded in the result (RV(skip_checks)) with a warning.
     type: bool
     default: false
+  max_risk:
+    description:
+      - The highest risk the plan may have (see RV(risks)); a plan with an operation above it
+        is refused in the preflight, before the lock, the backup or anything else, with the
+        operations and their reasons in the message. Without it there is no limit.
+      - Levels, lowest first - V(safe) (metadata only, instant or online), V(locks) (a lock that
+        blocks writes or reads for a time that grows with the table, or C(RunSQL)/C(RunPython),
+        which cannot be analysed), V(incompatible) (code still running breaks - a dropped or
+        renamed column or table, NOT NULL without a database default, a type change),
+        V(data_loss).
+    type: str
+    choices: [safe, locks, incompatible, data_loss]
   downtime:
     description:
       - Stop the application, switch its code, migrate and start it again, all in this one
@@ -249,6 +261,25 @@ plan:
   returned: always
   type: list
   elements: dict
+risks:
+  description:
+    - Per operation of RV(plan), what it will do to its live table on this server (engine and
+      version), from the operation's class and fields - C(migration), C(operation), C(type),
+      C(table), C(level) (V(safe), V(locks), V(incompatible) or V(data_loss)), C(reasons)
+      (sentences, the worst first), and the table's estimated C(rows) and C(bytes) (null for a
+      table the plan creates). Also in check mode, diff mode and a refusal.
+  returned: once the plan was read
+  type: list
+  elements: dict
+  sample:
+    - {migration: books.0006_book_isbn13, operation: Add field isbn13 to book, type: AddField,
+       table: books_book, level: locks, rows: 120000, bytes: 18874368,
+       reasons: ['the unique index is built while writes to the table wait (CREATE INDEX without CONCURRENTLY; ~120000 rows, 18.0 MB)']}
+risk:
+  description: The highest C(level) of RV(risks) (V(safe) for an empty plan).
+  returned: once the plan was read
+  type: str
+  sample: locks
 code_steps:
   description:
     - The steps of RV(plan) that run code or raw SQL (C(RunPython), C(RunSQL)), each with

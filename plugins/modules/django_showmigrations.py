@@ -165,6 +165,27 @@ checks:
   sample:
     - {id: shop.E001, level: ERROR, serious: true, message: 'MariaDB 10.7+ needs the UUID migration',
        hint: 'Run manage.py migrate_uuids first.', obj: null}
+risks:
+  description:
+    - Per pending operation of RV(plan), what it will do to its live table on this server
+      (engine and version) - C(migration), C(operation), C(type), C(table), C(level) (V(safe)
+      metadata only, instant or online; V(locks) a lock that blocks writes or reads for a time
+      that grows with the table, and C(RunSQL)/C(RunPython), which cannot be analysed;
+      V(incompatible) code still running breaks; V(data_loss)), C(reasons) (sentences, the
+      worst first) and the table's estimated C(rows) and C(bytes) from the catalog (null for a
+      table the plan creates).
+  returned: success
+  type: list
+  elements: dict
+  sample:
+    - {migration: books.0006_book_isbn13, operation: Add field isbn13 to book, type: AddField,
+       table: books_book, level: incompatible, rows: 120000, bytes: 18874368,
+       reasons: ['adds a NOT NULL column without a database default: code still running that inserts rows without it fails']}
+risk:
+  description: The highest C(level) of RV(risks); V(safe) when nothing is pending.
+  returned: success
+  type: str
+  sample: incompatible
 problems:
   description:
     - With O(expect), what does not match, as sentences (a step not applied, a backwards step
