@@ -146,8 +146,8 @@ class BackupJob:
         if self.check_mode:
             return {"changed": True, "backup": public_manifest(manifest),
                     "restored_into_other_database": into_other,
-                    "msg": "would restore %s into %s%s" % (manifest["file"], engine.describe(),
-                                                         self._notes(manifest, into_other))}
+                    "msg": "would restore %s into %s%s" % (
+                        manifest["file"], engine.describe(), self._notes(manifest, into_other))}
         safety = None
         created = False
         if self.params.get("restore_into") and not engine.database_exists(engine.connection.name):
