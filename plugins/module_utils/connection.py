@@ -15,6 +15,10 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import Projec
 
 ENGINES = ("sqlite", "postgresql", "mysql")
 
+# Seconds a client waits for the server to answer a new connection unless the alias's OPTIONS
+# set connect_timeout: a host that accepts TCP and never answers must not hang a run.
+CONNECT_TIMEOUT = 10
+
 # Django's vendor names and ENGINE paths (including common third-party backends) to ours.
 _VENDOR_TO_ENGINE = {
     "sqlite": "sqlite",
@@ -87,6 +91,13 @@ class Connection:
             raise ProjectError("name (the database name, or the file for SQLite) is required")
         return cls(engine, params["name"], params.get("host"), params.get("port"),
                    params.get("user"), params.get("password"))
+
+    def connect_timeout(self):
+        """Seconds to wait for the server when connecting: OPTIONS connect_timeout, else 10."""
+        try:
+            return max(1, int(self.options.get("connect_timeout")))
+        except (TypeError, ValueError):
+            return CONNECT_TIMEOUT
 
     def public(self):
         """What may be shown: everything but the password."""

@@ -249,15 +249,27 @@ CONNECT_TIMEOUT = 10
 def ensure_connected(connection, entry):
     from django.db.utils import OperationalError, InterfaceError
 
-    if connection.vendor in ("postgresql", "mysql"):
-        connection.settings_dict.setdefault("OPTIONS", {}).setdefault(
-            "connect_timeout", CONNECT_TIMEOUT)
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    added = []
+    if connection.vendor in ("postgresql", "mysql") and "connect_timeout" not in options:
+        options["connect_timeout"] = CONNECT_TIMEOUT
+    if connection.vendor == "mysql" and "read_timeout" not in options and \
+            getattr(sys.modules.get("MySQLdb"), "__name__", "") == "pymysql":
+        # PyMySQL's connect_timeout ends once TCP connects; it reads the server's greeting
+        # with read_timeout, set only while connecting (a long ALTER must not time out).
+        options["read_timeout"] = CONNECT_TIMEOUT
+        added.append("read_timeout")
     try:
         connection.ensure_connection()
     except (OperationalError, InterfaceError) as error:
         raise IntrospectionError(
             "database_unreachable", str(error).strip(), database=_public(entry)
         )
+    finally:
+        for key in added:
+            options.pop(key, None)
+    if added and hasattr(connection.connection, "_read_timeout"):
+        connection.connection._read_timeout = None
     if connection.vendor == "mysql":
         entry["vendor_flavour"] = "mariadb" if connection.mysql_is_mariadb else "mysql"
 

@@ -191,3 +191,80 @@ def test_postgresql_read_only_database(case, fresh_database, tmp_path):
 
     assert_refused_untouched(case, result, before, db, tmp_path / "backups",
                              "read-only (default_transaction_read_only = on)")
+
+
+# -- hangs --------------------------------------------------------------------------------------
+
+class SilentServer:
+    """A TCP port that accepts connections and never says a word (a firewall's black hole, a
+    hung server): a client without a timeout waits forever."""
+
+    def __init__(self):
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.listen(50)
+        self.port = self.socket.getsockname()[1]
+        self.accepted = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self):
+        while True:
+            try:
+                connection, _ = self.socket.accept()
+            except OSError:
+                return
+            self.accepted.append(connection)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.socket.close()
+        for connection in self.accepted:
+            connection.close()
+        return False
+
+
+# The default connect timeout (connection.CONNECT_TIMEOUT) and room for booting the project.
+CONNECT_BOUND = 10 + 40
+
+
+@pytest.mark.parametrize("engine", SERVER_ENGINES)
+def test_guarded_migrate_against_a_silent_port(case, engine, fresh_database, tmp_path):
+    case("R6", engine, "hangs: the database port accepts TCP and never answers (guarded migrate)")
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    demo.add_failing_migration(project, "runpython")
+    before = independent_state(db)
+    with SilentServer() as silent:
+        started = time.monotonic()
+        result = harness.guarded(dataclasses.replace(db, port=silent.port), project, tmp_path,
+                                 "R6.hang")
+        took = time.monotonic() - started
+        assert silent.accepted, "the run never reached the silent port"
+    case.message = "%s (after %.0fs)" % (result.get("msg", ""), took)
+    assert result["failed"] is True, result
+    assert took < CONNECT_BOUND, took
+    assert "127.0.0.1:%d" % silent.port in result["msg"], result["msg"]
+    assert "cannot connect" in result["msg"], result["msg"]
+    assert independent_state(db) == before
+
+
+@pytest.mark.parametrize("engine", SERVER_ENGINES)
+def test_backup_against_a_silent_port(case, engine, fresh_database, tmp_path):
+    case("R6", engine, "hangs: the database port accepts TCP and never answers (db_backup)")
+    db = fresh_database(engine)
+    with SilentServer() as silent:
+        silent_db = dataclasses.replace(db, port=silent.port)
+        started = time.monotonic()
+        result = harness.watched_run(silent_db, "db_backup", dict(
+            silent_db.connection(), state="dump", backup_dir=str(tmp_path / "backups")),
+            "R6.hang")
+        took = time.monotonic() - started
+        assert silent.accepted, "the run never reached the silent port"
+    case.message = "%s (after %.0fs)" % (result.get("msg", ""), took)
+    assert result["failed"] is True, result
+    assert took < CONNECT_BOUND, took
+    assert "127.0.0.1:%d" % silent.port in result["msg"], result["msg"]
+    assert "cannot connect" in result["msg"], result["msg"]

@@ -151,6 +151,9 @@ class MysqlEngine(Engine):
             if value not in (None, ""):
                 lines.append("%s=%s" % (key, option_value(value)))
         lines.append("default-character-set=utf8mb4")
+        # The client's own group: mariadb-dump refuses the option (it has none; dump pings
+        # through the client first).
+        lines += ["[mysql]", "connect-timeout=%d" % conn.connect_timeout()]
         return "\n".join(lines) + "\n"
 
     @contextlib.contextmanager
@@ -249,6 +252,9 @@ class MysqlEngine(Engine):
     def dump(self, out, fmt=None, jobs=1):
         """One database, no CREATE DATABASE / USE: it restores into any database name."""
         self.check_format(fmt)
+        # mariadb-dump has no connect timeout: a server that accepts and never answers is
+        # found by the client's (option file) first.
+        self.ping()
         with self.option_file() as option_file:
             argv = [self.dump_tool(), "--defaults-file=%s" % option_file,
                     "--single-transaction", "--routines", "--triggers", "--events",

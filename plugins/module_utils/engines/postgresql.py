@@ -116,7 +116,8 @@ class PostgresqlEngine(Engine):
 
     def env(self, database=None, application_name=None):
         conn = self.connection
-        env = {"PGDATABASE": database or conn.name, "PGCONNECT_TIMEOUT": "10"}
+        env = {"PGDATABASE": database or conn.name,
+               "PGCONNECT_TIMEOUT": str(conn.connect_timeout())}
         if conn.host:
             env["PGHOST"] = conn.host
         if conn.port:
