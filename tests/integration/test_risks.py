@@ -194,22 +194,39 @@ def test_add_index_concurrently_is_safe_on_postgresql(postgres_database, tmp_pat
     assert result["risks"][0]["rows"] == ROWS
 
 
-def test_max_risk_refuses_before_anything_is_touched(filled, tmp_path):
-    project, database, name = filled
+def test_max_risk_refuses_before_anything_is_touched(database, tmp_path):
+    project = demo.copy_demo(tmp_path)
+    demo.manage(project, database, "migrate")
+    fill_books(project, database)
+    # NOT NULL with only a Python default: old code inserting without the column fails.
+    demo._add_model_field(project, "edition = models.IntegerField(default=1)")
+    name = demo._write_migration(project, "%s_book_edition" % demo.next_number(project), demo.leaf_migration(project),
+                                 "migrations.AddField('book', 'edition', models.IntegerField(default=1)),")
+    backups = str(tmp_path / "backups")
     before = columns(database)
 
-    checked = run_module("django_migrate_guarded", demo.module_args(
-        project, database, backup_dir=str(tmp_path / "backups"), allow_data_loss=True), check=True, diff=True)
+    checked = run_module("django_migrate_guarded", demo.module_args(project, database, backup_dir=backups),
+                         check=True, diff=True)
     assert not checked.get("failed"), checked.get("msg")
-    assert checked["risk"] == "data_loss" and len(checked["risks"]) == len(OPERATIONS)
+    assert checked["risk"] == "incompatible"
+    assert [(item["migration"], item["level"], item["rows"]) for item in checked["risks"]] == [
+        ("books." + name, "incompatible", ROWS)]
 
-    refused = run_module("django_migrate_guarded", demo.module_args(
-        project, database, backup_dir=str(tmp_path / "backups"), allow_data_loss=True, max_risk="incompatible"))
+    refused = run_module("django_migrate_guarded", demo.module_args(project, database, backup_dir=backups,
+                                                                    max_risk="locks"))
 
     assert refused.get("failed")
-    assert "above max_risk incompatible" in refused["msg"] and "books." + name in refused["msg"]
+    assert "above max_risk locks" in refused["msg"] and "books." + name in refused["msg"], refused["msg"]
     assert refused["database_changed"] is False
-    assert [item["level"] for item in refused["too_risky"]] == ["data_loss"]
-    assert refused["risk"] == "data_loss"
-    assert columns(database) == before  # columns, migration rows and row count as before
-    assert not os.path.exists(str(tmp_path / "backups")) or not os.listdir(str(tmp_path / "backups"))
+    assert [item["level"] for item in refused["too_risky"]] == ["incompatible"]
+    assert refused["risk"] == "incompatible"
+    # Independently read: columns, migration rows and row count as before; no backup taken.
+    assert columns(database) == before
+    assert not os.path.isdir(backups) or not [n for n in os.listdir(backups) if not n.startswith(".")]
+
+    allowed = run_module("django_migrate_guarded", demo.module_args(project, database, backup_dir=backups,
+                                                                    max_risk="incompatible"))
+
+    assert not allowed.get("failed"), allowed.get("msg")
+    cols, applied, rows = columns(database)
+    assert "edition" in cols and ("books", name) in applied and rows == ROWS
