@@ -79,7 +79,7 @@ def restore_media(store, archive, media_root, sha256=None):
 
 
 # Room left free beyond the unpacked media: directories, metadata, what others write meanwhile.
-SPACE_MARGIN = 16 * 1024 * 1024
+SPACE_MARGIN = 1024 * 1024
 
 
 def needed_space(total_size, entries):

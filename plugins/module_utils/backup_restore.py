@@ -34,15 +34,15 @@ def restore_backup(store, manifest, engine, jobs=1, media_root=None, safety=None
             staged = backup_media.stage_media(store, manifest["media"]["file"], media_root,
                                               sha256=manifest["media"].get("sha256"))
         except DbsafeError as error:
-            raise _with_state(error, "Nothing was restored: %s was not changed either%s."
-                              % (engine.describe(), _safety_note(safety)))
+            raise _with_state(error, "Nothing was restored: %s was not changed either.%s"
+                              % (engine.describe(), _safety_note(safety, media_root)))
     try:
         store.restore(manifest["path"], engine, jobs=jobs, manifest=manifest)
     except DbsafeError as error:
         backup_media.discard(staged)
-        raise _with_state(error, "%s%s." % (
-            "The media in %s were not changed" % media_root if media_root else
-            "No media were involved", _safety_note(safety)))
+        raise _with_state(error, "%s%s" % (
+            "The media in %s were not changed." % media_root if media_root else "",
+            _safety_note(safety, media_root)))
     if staged is None:
         return
     try:
@@ -92,13 +92,14 @@ def _media_swap_failed(store, manifest, engine, media_root, safety, error):
                          safety_backup=safety["path"])
 
 
-def _safety_note(safety):
+def _safety_note(safety, media_root):
     if safety is None:
         return ""
-    return "; the safety backup %s holds them as they are" % safety["path"]
+    return " The safety backup %s holds the database%s as it was before this restore." % (
+        safety["path"], " and the media" if media_root else "")
 
 
 def _with_state(error, state):
     """The same kind of error with the state of the database and the media appended."""
     kind = type(error) if isinstance(error, (BackupError, RestoreFailed)) else RestoreFailed
-    return kind("%s. %s" % (error.msg.rstrip("."), state), **details_of(error))
+    return kind(("%s. %s" % (error.msg.rstrip("."), state.strip())).strip(), **details_of(error))

@@ -1,0 +1,497 @@
+"""R6 - operator faults around restores: a restore killed half-way, a restore started while a
+guarded migrate runs, a media filesystem too small, and the MySQL swap keeping what cannot
+move between databases (views, triggers, routines).
+
+Every case ends with the database exactly as before the restore or exactly as the backup,
+read independently of the collection's own snapshot code: information_schema / pg_catalog /
+sqlite_master, row counts, a content checksum per table and the django_migrations rows, through
+the servers' admin clients (or Python's sqlite3).
+"""
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+
+import pytest
+
+import demo
+import harness
+from databases import mysql_admin_sql, pg_admin_sql
+from runner_double import execute
+
+ENGINES = harness.ENGINES
+BIG_ROWS = 200000
+SMALL_TABLES = 10
+
+
+# -- the independent view of a database ---------------------------------------------------------
+
+def state_of(db):
+    """Tables (and views) with their columns, row counts, a content checksum per table,
+    triggers and routines, and the django_migrations rows - nothing of our own code."""
+    return {"sqlite": _sqlite_state, "postgresql": _pg_state, "mysql": _mysql_state}[db.engine](db)
+
+
+def _lines(out):
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def _mysql_state(db):
+    name = db.name
+    tables = _lines(mysql_admin_sql(
+        "SELECT TABLE_NAME, TABLE_TYPE FROM information_schema.TABLES WHERE TABLE_SCHEMA = '%s' "
+        "ORDER BY TABLE_NAME;" % name))
+    state = {
+        "tables": tables,
+        "columns": _lines(mysql_admin_sql(
+            "SELECT TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM "
+            "information_schema.COLUMNS WHERE TABLE_SCHEMA = '%s' ORDER BY TABLE_NAME, "
+            "ORDINAL_POSITION;" % name)),
+        "triggers": _lines(mysql_admin_sql(
+            "SELECT TRIGGER_NAME, EVENT_OBJECT_TABLE, ACTION_STATEMENT FROM "
+            "information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '%s' ORDER BY 1;" % name)),
+        "routines": _lines(mysql_admin_sql(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE "
+            "ROUTINE_SCHEMA = '%s' ORDER BY 1, 2;" % name)),
+        "rows": {}, "checksums": {}, "migrations": None,
+    }
+    base = [line.split("\t")[0] for line in tables if line.endswith("BASE TABLE")]
+    for table in base:
+        state["rows"][table] = int(mysql_admin_sql("SELECT COUNT(*) FROM `%s`.`%s`;"
+                                                   % (name, table)).strip())
+    if base:
+        for line in _lines(mysql_admin_sql("CHECKSUM TABLE %s EXTENDED;" % ", ".join(
+                "`%s`.`%s`" % (name, table) for table in base))):
+            table, checksum = line.split("\t")
+            state["checksums"][table] = checksum
+    if "django_migrations" in base:
+        state["migrations"] = _lines(mysql_admin_sql(
+            "SELECT app, name FROM `%s`.django_migrations ORDER BY app, name;" % name))
+    return state
+
+
+def _pg_state(db):
+    def sql(text):
+        return pg_admin_sql(text, database=db.name)
+    tables = _lines(sql(
+        "SELECT c.relname || ' ' || c.relkind::text FROM pg_class c JOIN pg_namespace n ON n.oid = "
+        "c.relnamespace WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'p') "
+        "ORDER BY 1;"))
+    state = {
+        "tables": tables,
+        "columns": _lines(sql(
+            "SELECT table_name || ' ' || column_name || ' ' || data_type || ' ' || is_nullable "
+            "FROM information_schema.columns WHERE table_schema = 'public' "
+            "ORDER BY table_name, ordinal_position;")),
+        "triggers": _lines(sql(
+            "SELECT tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN "
+            "pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND NOT "
+            "t.tgisinternal ORDER BY 1;")),
+        "routines": _lines(sql(
+            "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'public' ORDER BY 1;")),
+        "rows": {}, "checksums": {}, "migrations": None,
+    }
+    base = [line.rsplit(" ", 1)[0] for line in tables if line.endswith(" r")]
+    for table in base:
+        count, checksum = sql(
+            "SELECT count(*) || ' ' || md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), "
+            "'')) FROM \"%s\" t;" % table).split()
+        state["rows"][table], state["checksums"][table] = int(count), checksum
+    if "django_migrations" in base:
+        state["migrations"] = _lines(sql(
+            "SELECT app || '.' || name FROM django_migrations ORDER BY app, name;"))
+    return state
+
+
+def _sqlite_state(db):
+    conn = sqlite3.connect("file:%s?mode=ro" % db.name, uri=True)
+    try:
+        objects = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master WHERE name "
+                               "NOT LIKE 'sqlite_%' ORDER BY type, name").fetchall()
+        state = {"objects": objects, "rows": {}, "checksums": {}, "migrations": None}
+        for kind, name, _table, _sql in objects:
+            if kind != "table":
+                continue
+            rows = sorted(repr(row) for row in conn.execute('SELECT * FROM "%s"' % name))
+            state["rows"][name] = len(rows)
+            state["checksums"][name] = hashlib.sha256("\n".join(rows).encode()).hexdigest()
+            if name == "django_migrations":
+                state["migrations"] = sorted(conn.execute(
+                    "SELECT app, name FROM django_migrations").fetchall())
+        return state
+    finally:
+        conn.close()
+
+
+def side_databases(db):
+    """What a MySQL restore's scratch and old databases left on the server."""
+    if db.engine != "mysql":
+        return []
+    return _lines(mysql_admin_sql(
+        "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE "
+        "'%s\\_\\_dbsafe\\_%%';" % db.name))
+
+
+# -- a database worth restoring -------------------------------------------------------------------
+
+def fill(db, rows=BIG_ROWS):
+    """SMALL_TABLES small tables, ``big`` with ``rows`` rows and django_migrations."""
+    statements = []
+    for number in range(SMALL_TABLES):
+        statements.append("CREATE TABLE small_%02d (id integer PRIMARY KEY, note varchar(40));"
+                          % number)
+        statements.append("INSERT INTO small_%02d VALUES (1, 'one'), (2, 'two');" % number)
+    statements.append("CREATE TABLE django_migrations (id integer PRIMARY KEY, app varchar(255) "
+                      "NOT NULL, name varchar(255) NOT NULL, applied varchar(40));")
+    statements.append("INSERT INTO django_migrations VALUES (1, 'books', '0001_initial', 'x'), "
+                      "(2, 'books', '0002_more', 'x');")
+    statements.append("CREATE TABLE big (id integer PRIMARY KEY, payload varchar(200));")
+    if db.engine == "postgresql":
+        statements.append("INSERT INTO big SELECT g, md5(g::text) || repeat('p', 60) "
+                          "FROM generate_series(1, %d) g;" % rows)
+    elif db.engine == "mysql":
+        statements.append("SET SESSION max_recursive_iterations = 10000000; INSERT INTO big "
+                          "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE "
+                          "n < %d) SELECT n, CONCAT(MD5(n), REPEAT('p', 60)) FROM g;" % rows)
+    else:
+        statements.append("INSERT INTO big WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT "
+                          "n + 1 FROM g WHERE n < %d) SELECT n, hex(randomblob(16)) || "
+                          "printf('%%.60c', 'p') FROM g;" % rows)
+    execute(db, "\n".join(statements))
+
+
+def change_after_backup(db):
+    """The data written after the backup: what a restore replaces."""
+    execute(db, "\n".join([
+        "INSERT INTO big (id, payload) VALUES (%d, 'written after the backup');" % (BIG_ROWS + 1),
+        "DELETE FROM small_03;",
+        "DROP TABLE small_04;",
+        "CREATE TABLE made_after (id integer PRIMARY KEY);",
+        "INSERT INTO django_migrations VALUES (3, 'books', '0003_after', 'x');",
+    ]))
+
+
+def backup_args(db, tmp_path, **extra):
+    args = dict(db.connection(), backup_dir=str(tmp_path / "backups"))
+    args.update(extra)
+    return args
+
+
+def dumped(db, tmp_path, test, **extra):
+    result = harness.watched_run(db, "db_backup", backup_args(db, tmp_path, state="dump", **extra),
+                                 test)
+    assert not result.get("failed"), result.get("msg")
+    return result["backup"]
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+def processes_matching(*words):
+    """{pid: argv} of the processes whose argv (or environment, for words with '=') contains
+    every one of ``words``."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as handle:
+                argv = handle.read().decode("utf-8", "replace")
+            environ = ""
+            if any("=" in word for word in words):
+                with open("/proc/%s/environ" % entry, "rb") as handle:
+                    environ = handle.read().decode("utf-8", "replace")
+        except OSError:
+            continue
+        if all(word in (environ if "=" in word else argv) for word in words):
+            found[int(entry)] = argv.replace("\0", " ")
+    return found
+
+
+def loader_words(db):
+    """What the argv of the process that loads the dump contains."""
+    if db.engine == "mysql":
+        return ("mariadb", "%s__dbsafe_restore_" % db.name)
+    return ("psql", "BEGIN", "PGDATABASE=%s\0" % db.name)
+
+
+def kill_when_running(words, killed, delay, timeout=240):
+    """SIGKILL the process whose argv has ``words`` once it has run ``delay`` seconds; records
+    its pid and whether it was still running when the signal went."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = processes_matching(*words)
+        if found:
+            time.sleep(delay)
+            for pid in found:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+                except OSError:
+                    pass
+            return
+        time.sleep(0.02)
+
+
+def wait_until_gone(words, seconds=120):
+    deadline = time.time() + seconds
+    while processes_matching(*words) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not processes_matching(*words), processes_matching(*words)
+
+
+def in_thread(function, *args, **kwargs):
+    box = {}
+
+    def run():
+        box["result"] = function(*args, **kwargs)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+# -- restore killed -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["mysql", "postgresql"])
+def test_restore_killed_leaves_the_database_as_before_or_restored(case, engine, fresh_database,
+                                                                 tmp_path):
+    case("R6", engine, "restore killed (its loading client, then the module itself)")
+    db = fresh_database(engine)
+    fill(db)
+    backup = dumped(db, tmp_path, "R6.restore-killed")
+    at_backup = state_of(db)
+    change_after_backup(db)
+    before = state_of(db)
+    assert before != at_backup and before["rows"]["big"] == BIG_ROWS + 1
+    restore = backup_args(db, tmp_path, state="restore", src=backup["path"])
+
+    # 1. The client that loads the dump is killed half-way.
+    killed = []
+    killer = threading.Thread(target=kill_when_running, args=(loader_words(db), killed, 0.4),
+                              daemon=True)
+    killer.start()
+    result = harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
+    killer.join(10)
+    assert killed, "the loading client was never seen"
+    assert result.get("failed") is True, result.get("msg")
+    assert "SIGKILL" in result["msg"] or "signal 9" in result["msg"], result["msg"]
+    assert "was not changed" in result["msg"], result["msg"]
+    assert result.get("safety_backup") or "safety backup" in result["msg"], result["msg"]
+    assert state_of(db) == before
+    assert side_databases(db) == []
+    killed_message = result["msg"]
+
+    # 2. The module itself is killed while its client loads the dump.
+    modules = []
+
+    def kill_module():
+        kill_when_running(loader_words(db), [], 0.0)
+        time.sleep(0.4)
+        for pid in processes_matching("AnsiballZ_db_backup"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                modules.append(pid)
+            except OSError:
+                pass
+    killer = threading.Thread(target=kill_module, daemon=True)
+    killer.start()
+    harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
+    killer.join(10)
+    assert modules, "the module was never seen"
+    wait_until_gone(loader_words(db))
+    assert state_of(db) == before
+
+    # 3. A restore that is left alone restores exactly the backup, and removes what the
+    # killed one left on the server.
+    result = harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
+    assert not result.get("failed"), result.get("msg")
+    assert state_of(db) == at_backup
+    assert side_databases(db) == []
+    case.message = "killed client: %s | then the module killed: database as before | then " \
+                   "restored exactly the backup, nothing left beside it" % killed_message[:300]
+
+
+def test_sqlite_restore_killed_leaves_the_database_as_before(case, fresh_database, tmp_path):
+    case("R6", "sqlite", "restore killed (the module, while it reads the dump)")
+    db = fresh_database("sqlite")
+    fill(db)
+    backup = dumped(db, tmp_path, "R6.restore-killed", compression="gzip")
+    at_backup = state_of(db)
+    change_after_backup(db)
+    before = state_of(db)
+    directory = os.path.dirname(db.name)
+    modules = []
+
+    def kill_module_when_copying():
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            if any(name.startswith(".dbsafe-restore-") for name in os.listdir(directory)):
+                for pid in processes_matching("AnsiballZ_db_backup"):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                        modules.append(pid)
+                    except OSError:
+                        pass
+                return
+            time.sleep(0.005)
+    killer = threading.Thread(target=kill_module_when_copying, daemon=True)
+    killer.start()
+    restore = backup_args(db, tmp_path, state="restore", src=backup["path"])
+    harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
+    killer.join(10)
+    assert modules, "the module was never seen copying the dump"
+    assert state_of(db) == before
+    result = harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
+    assert not result.get("failed"), result.get("msg")
+    assert state_of(db) == at_backup
+    case.message = "module killed while reading the dump: database as before; restored again: " \
+                   "exactly the backup"
+
+
+# -- restore during a guarded migrate ----------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["mysql", "postgresql"])
+def test_restore_during_a_guarded_migrate_waits_or_refuses(case, engine, fresh_database,
+                                                           tmp_path):
+    case("R6", engine, "restore during a guarded migrate (waits for the lock, or refuses)")
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    backup_dir = str(tmp_path / "backups")
+    project_args = demo.module_args(project, db, backup_dir=backup_dir)
+    taken = harness.watched_run(db, "db_backup", dict(project_args, state="dump"), "R6.restore-migrate")
+    assert not taken.get("failed"), taken.get("msg")
+    at_backup = state_of(db)
+    slow = demo.add_slow_migration(project, 25)
+    marker = demo.slow_marker_path(project)
+
+    migrating, migrated = in_thread(harness.guarded, db, project, tmp_path, "R6.restore-migrate")
+    harness.wait_for_file(marker)
+    started = time.time()
+    restore = dict(project_args, state="restore", src=taken["backup"]["path"])
+    refused = harness.watched_run(db, "db_backup", dict(restore, lock_timeout=1),
+                                  "R6.restore-migrate")
+    assert refused.get("failed") is True, refused.get("msg")
+    assert "could not take the lock" in refused["msg"], refused["msg"]
+    assert migrating.is_alive(), "the migrate ended before the refused restore: no overlap"
+    waiting, waited = in_thread(harness.watched_run, db, "db_backup", dict(restore, lock_timeout=240),
+                                "R6.restore-migrate")
+    migrating.join(300)
+    waiting.join(300)
+    guard = migrated["result"]
+    assert not guard.get("failed"), guard.get("msg")
+    assert "books.%s" % slow in str(guard.get("applied")), guard.get("applied")
+    restored = waited["result"]
+    assert not restored.get("failed"), restored.get("msg")
+    # It waited for the migrate: its lock came after the guard let go.
+    assert restored["lock"]["waited"] > 3, restored["lock"]
+    assert time.time() - started > 10
+    # Consistent: exactly the backup (no column 'processed', no row of the slow migration).
+    after = state_of(db)
+    assert after == at_backup
+    assert not any("processed" in column for column in after["columns"])
+    assert not any(slow in row for row in after["migrations"])
+    case.message = "refused with lock_timeout 1: %s | waited %ss, then restored exactly the " \
+                   "backup after the migrate" % (refused["msg"][:140], restored["lock"]["waited"])
+
+
+# -- media filesystem full ---------------------------------------------------------------------
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 2 MiB tmpfs (root only)."""
+    mount = tmp_path / "smallfs"
+    os.makedirs(str(mount))
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % proc.stderr.strip())
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("engine", ["mysql", "postgresql", "sqlite"])
+def test_media_filesystem_full_changes_neither_database_nor_media(case, engine, fresh_database,
+                                                                  tmp_path, small_filesystem):
+    case("R6", engine, "media filesystem full during a restore with include_media")
+    db = fresh_database(engine)
+    fill(db, rows=1000)
+    big_media = tmp_path / "media-then"
+    os.makedirs(str(big_media / "uploads"))
+    with open(str(big_media / "uploads" / "big.bin"), "wb") as handle:
+        handle.write(os.urandom(3 * 1024 * 1024))
+    backup = dumped(db, tmp_path, "R6.media-full", include_media=True, media_root=str(big_media))
+    change_after_backup(db)
+    media = small_filesystem / "media"
+    os.makedirs(str(media / "uploads"))
+    with open(str(media / "uploads" / "current.txt"), "w") as handle:
+        handle.write("the media of now")
+    before, media_before = state_of(db), harness.tree(str(small_filesystem))
+
+    result = harness.watched_run(db, "db_backup", backup_args(
+        db, tmp_path, state="restore", src=backup["path"], include_media=True,
+        media_root=str(media)), "R6.media-full")
+
+    assert result.get("failed") is True, result.get("msg")
+    assert "not enough space" in result["msg"], result["msg"]
+    # The archive's own 3 MiB do not fit in the 2 MiB (not a margin of ours).
+    assert 3 * 1024 * 1024 < result["space_needed"] < 5 * 1024 * 1024, result["space_needed"]
+    assert "media in %s were not changed" % media in result["msg"], result["msg"]
+    assert "was not changed either" in result["msg"], result["msg"]
+    assert "safety backup" in result["msg"], result["msg"]
+    assert state_of(db) == before
+    assert harness.tree(str(small_filesystem)) == media_before  # no staging directory left
+    assert side_databases(db) == []
+    case.message = result["msg"][:300]
+
+
+# -- the MySQL swap and what cannot move between databases ----------------------------------------
+
+def test_mysql_swap_keeps_foreign_keys_views_triggers_and_routines(case, fresh_database, tmp_path):
+    case("R6", "mysql", "restore swaps tables in; views, triggers, routines and foreign keys as in "
+         "the backup")
+    db = fresh_database("mysql")
+    execute(db, "\n".join([
+        "CREATE TABLE author (id int PRIMARY KEY, name varchar(40));",
+        "CREATE TABLE book (id int PRIMARY KEY, author_id int, title varchar(40), "
+        "FOREIGN KEY (author_id) REFERENCES author (id));",
+        "CREATE TABLE audit (id int AUTO_INCREMENT PRIMARY KEY, note varchar(80));",
+        "INSERT INTO author VALUES (1, 'Ann'), (2, 'Bob');",
+        "INSERT INTO book VALUES (1, 1, 'First'), (2, 2, 'Second');",
+        "CREATE VIEW book_titles AS SELECT b.title, a.name FROM book b JOIN author a ON "
+        "a.id = b.author_id;",
+        "CREATE VIEW first_titles AS SELECT title FROM book_titles WHERE title LIKE 'F%';",
+        "DELIMITER //",
+        "CREATE TRIGGER book_audit AFTER INSERT ON book FOR EACH ROW BEGIN "
+        "INSERT INTO audit (note) VALUES (CONCAT('book ', NEW.id)); END//",
+        "CREATE PROCEDURE count_books(OUT total int) BEGIN SELECT COUNT(*) INTO total FROM book; "
+        "END//",
+        "DELIMITER ;",
+    ]))
+    backup = dumped(db, tmp_path, "R6.swap")
+    at_backup = state_of(db)
+    execute(db, "\n".join([
+        "DROP TRIGGER book_audit;", "DROP VIEW first_titles;",
+        "CREATE VIEW later_view AS SELECT 1 AS one;",
+        "INSERT INTO author VALUES (3, 'Cid');",
+        "DROP PROCEDURE count_books;",
+    ]))
+    result = harness.watched_run(db, "db_backup", backup_args(
+        db, tmp_path, state="restore", src=backup["path"]), "R6.swap")
+    assert not result.get("failed"), result.get("msg")
+    after = state_of(db)
+    assert after == at_backup
+    assert side_databases(db) == []
+    # They work on the restored tables: the trigger writes, the views and the routine read.
+    execute(db, "INSERT INTO book VALUES (3, 2, 'Fresh');")
+    assert mysql_admin_sql("SELECT note FROM `%s`.audit;" % db.name).split("\n")[0] == "book 3"
+    assert sorted(_lines(mysql_admin_sql("SELECT title FROM `%s`.first_titles;" % db.name))) == \
+        ["First", "Fresh"]
+    assert mysql_admin_sql("CALL `%s`.count_books(@n); SELECT @n;" % db.name).strip() == "3"
+    references = _lines(mysql_admin_sql(
+        "SELECT UNIQUE_CONSTRAINT_SCHEMA, REFERENCED_TABLE_NAME FROM "
+        "information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '%s';" % db.name))
+    assert references == ["%s\tauthor" % db.name]
+    case.message = result["msg"][:200]
