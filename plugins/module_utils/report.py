@@ -135,7 +135,24 @@ def migration_report(host, result):
         "service_window": window.get("steps"),
         # Tables whose row count the migrate changed (a data migration's deletes, too).
         "row_changes": result.get("row_changes") or [],
+        # Each pending operation's risk to its live table (risk.py); the report lists the risky ones.
+        "risk": result.get("risk"),
+        "risks": [item for item in result.get("risks") or [] if item.get("level") != "safe"],
     }
+
+
+def risk_line(item):
+    """One risky operation as one line: level, migration, operation, table and size, reasons."""
+    size = []
+    if item.get("rows") is not None:
+        size.append("~%s rows" % item["rows"])
+    if item.get("bytes") is not None:
+        size.append("%s bytes" % item["bytes"])
+    table = item.get("table") or "-"
+    if size:
+        table += " (%s)" % ", ".join(size)
+    return "- **%s** %s: %s on %s: %s" % (item.get("level"), item.get("migration"), item.get("operation"), table,
+                                        "; ".join(item.get("reasons") or []))
 
 
 def _cell(value):
@@ -181,6 +198,9 @@ def render_markdown(report):
                 lines.append("| %s | %s | %s | %+d |" % (
                     _cell(change.get("table")), _cell(change.get("before")),
                     _cell(change.get("after")), change.get("change") or 0))
+        if m.get("risks"):
+            lines += ["", "Risky operations (plan risk: **%s**):" % m.get("risk"), ""]
+            lines += [risk_line(item).replace("\n", " ") for item in m["risks"]]
         backup = m["backup"]
         lines.append("")
         if backup:
