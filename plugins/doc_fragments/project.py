@@ -53,4 +53,11 @@ options:
     type: list
     elements: str
     default: []
+  boot_timeout:
+    description:
+      - Seconds booting the project (C(manage.py), the settings, the apps' imports) may take
+        before the module stops the project's interpreter and fails, naming the settings module.
+      - Booting touches no database; V(0) waits without a limit.
+    type: int
+    default: 300
 """

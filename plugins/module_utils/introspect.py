@@ -1010,12 +1010,58 @@ def migrate_to_set(request, connection, entry, timings):
     }
 
 
+class BootWatchdog:
+    """Ends this interpreter with a boot_timeout answer when booting the project (manage.py,
+    the settings, the apps' imports) takes longer than the request's ``boot_timeout``: a
+    settings module that blocks (a network call at import time) must not hang the module.
+    Booting touches no database of ours, so nothing is left half-done."""
+
+    def __init__(self, request):
+        self.seconds = request.get("boot_timeout") if not _BOOTED else None
+        self.settings = request.get("settings")
+        self._lock = None
+        self._done = False
+        self._timer = None
+
+    def __enter__(self):
+        if self.seconds:
+            import threading
+            self._lock = threading.Lock()
+            self._timer = threading.Timer(float(self.seconds), self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._timer is not None:
+            with self._lock:  # once set, a late timer does nothing
+                self._done = True
+            self._timer.cancel()
+        return False
+
+    def _expire(self):
+        with self._lock:
+            if self._done:
+                return
+            settings = os.environ.get("DJANGO_SETTINGS_MODULE") or self.settings or "not set yet"
+            answer = {"ok": False, "kind": "boot_timeout", "details": {"settings": settings},
+                      "message": "the project did not finish booting within %ss (settings "
+                                 "module %s): manage.py, the settings or an app's import "
+                                 "blocks (a network or database call at import time?). The "
+                                 "interpreter was stopped before it touched the database; fix "
+                                 "what blocks, or raise boot_timeout" % (self.seconds, settings)}
+            sys.stdout.write("\n%s %s\n" % (RESULT_MARKER, json.dumps(answer)))
+            sys.stdout.flush()
+            os._exit(3)
+
+
 def run(request):
     if request.get("action") == "warm":
         return warm(request)
     timings = {}
     started = time.time()
-    django, how = boot(request)
+    with BootWatchdog(request):
+        django, how = boot(request)
     timings["boot"] = round(time.time() - started, 4)
     from django.conf import settings
 

@@ -36,6 +36,7 @@ PROJECT_ARGUMENT_SPEC = dict(
     database=dict(type="str", default="default"),
     environment=dict(type="dict", default={}),
     command_prefix=dict(type="list", elements="str", default=[]),
+    boot_timeout=dict(type="int", default=300),
 )
 PROJECT_MUTUALLY_EXCLUSIVE = [("python", "virtualenv")]
 
@@ -67,12 +68,14 @@ def _introspect_source():
 
 class DjangoProject:
     def __init__(self, runner, project_path, python=None, virtualenv=None, settings=None,
-                 environment=None, command_prefix=None, mask=None):
+                 environment=None, command_prefix=None, mask=None, boot_timeout=300):
         self.runner = runner
         self.project_path = project_path
         self.settings = settings
         self.environment = dict((str(k), str(v)) for k, v in (environment or {}).items())
         self.command_prefix = list(command_prefix or [])
+        # Seconds booting the project may take (introspect's BootWatchdog); 0: no limit.
+        self.boot_timeout = boot_timeout
         self.interpreter = self._interpreter(python, virtualenv)
         # ``mask`` (e.g. module.no_log_values.add) hides secrets from every module output.
         self._mask = mask or (lambda value: None)
@@ -93,6 +96,7 @@ class DjangoProject:
             environment=params.get("environment"),
             command_prefix=params.get("command_prefix"),
             mask=module.no_log_values.add,
+            boot_timeout=params.get("boot_timeout", 300),
         )
 
     def _interpreter(self, python, virtualenv):
@@ -127,6 +131,7 @@ class DjangoProject:
             project_path=self.project_path,
             settings=self.settings,
             environment=self.environment,
+            boot_timeout=self.boot_timeout,
         )
         return request
 

@@ -20,6 +20,7 @@ import harness
 from databases import mysql_admin_sql, pg_admin_sql
 
 SERVER_ENGINES = ("postgresql", "mysql")
+ENGINES_ALL = ("sqlite", "postgresql", "mysql")
 
 
 # -- the database's state, read independently ---------------------------------------------------
@@ -268,3 +269,27 @@ def test_backup_against_a_silent_port(case, engine, fresh_database, tmp_path):
     assert took < CONNECT_BOUND, took
     assert "127.0.0.1:%d" % silent.port in result["msg"], result["msg"]
     assert "cannot connect" in result["msg"], result["msg"]
+
+
+@pytest.mark.parametrize("engine", ENGINES_ALL)
+def test_settings_module_that_blocks(case, engine, fresh_database, tmp_path):
+    case("R6", engine, "hangs: the settings module blocks while the project boots")
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    demo.add_failing_migration(project, "runpython")
+    with open(os.path.join(str(project), "demo", "blocking_settings.py"), "w") as handle:
+        handle.write("from demo.settings import *  # noqa\nimport time\ntime.sleep(3600)\n")
+    before = independent_state(db) if engine != "sqlite" else harness.snapshot(db)
+    started = time.monotonic()
+
+    result = harness.guarded(db, project, tmp_path, "R6.hang", settings="demo.blocking_settings",
+                             boot_timeout=5)
+
+    took = time.monotonic() - started
+    case.message = "%s (after %.0fs)" % (result.get("msg", ""), took)
+    assert result["failed"] is True, result
+    assert took < 5 + 40, took
+    assert "did not finish booting within 5s (settings module demo.blocking_settings)" in \
+        result["msg"], result["msg"]
+    assert (independent_state(db) if engine != "sqlite" else harness.snapshot(db)) == before
+    assert not os.path.exists(str(tmp_path / "backups"))
