@@ -22,8 +22,10 @@ description:
     with the SQL, so a person sees what they are asked to allow.
   - Works the same on MySQL/MariaDB, where DDL is not transactional and a failed migration
     leaves a half-changed schema behind; the restore undoes it.
-  - While it holds the lock it keeps a marker C(.dbsafe-run-<label>.json) in O(backup_dir)
-    (holder, phase, backup, the snapshot before). A run that finds the marker of a run that
+  - While it holds the lock it keeps a marker C(.dbsafe-run-<label>-<key>.json) in O(backup_dir)
+    (holder, phase, backup, the snapshot before); C(<key>) names the database (engine, name and
+    server identity), so another database's run in a shared O(backup_dir) is none of its
+    business. A marker C(.dbsafe-run-<label>.json) an earlier version left is still read. A run that finds the marker of a run that
     died holding the lock (killed, host crashed) warns. If that run died while migrating and
     left something behind that its own plan explains (its tables' schema and content, its
     migration rows), it first restores that run's backup and proves the database equals that
