@@ -230,3 +230,41 @@ def test_max_risk_refuses_before_anything_is_touched(database, tmp_path):
     assert not allowed.get("failed"), allowed.get("msg")
     cols, applied, rows = columns(database)
     assert "edition" in cols and ("books", name) in applied and rows == ROWS
+
+
+# Django 3.2 (Python 3.8): the operations it has, described inside its interpreter the same way.
+OPERATIONS_32 = [
+    "migrations.AddField('book', 'rating', models.IntegerField(null=True)),",
+    "migrations.AddField('book', 'edition', models.IntegerField(default=1)),",
+    "migrations.RemoveField('book', 'isbn'),",
+    "migrations.AlterField('book', 'pages', models.BigIntegerField(null=True)),",
+    "migrations.AddIndex('book', models.Index(fields=['title'], name='book_title_risk_idx')),",
+    "migrations.AddConstraint('book', models.CheckConstraint(check=models.Q(pages__gte=0), name='book_pages_risk_check')),",
+    "migrations.RunPython(touch, migrations.RunPython.noop),",
+]
+EXPECTED_32 = {
+    "postgresql": ["safe", "incompatible", "data_loss", "incompatible", "locks", "locks", "locks"],
+    "mysql": ["safe", "incompatible", "data_loss", "incompatible", "safe", "locks", "locks"],
+    "sqlite": ["safe", "incompatible", "data_loss", "incompatible", "locks", "locks", "locks"],
+}
+
+
+def test_django_32_describes_the_operations_the_same_way(database, tmp_path):
+    python = demo.python_for("3.2")
+    project = demo.copy_demo(tmp_path)
+    demo.manage(project, database, "migrate", python=python)
+    demo.django_json(project, database, """
+        from books.models import Book
+        Book.objects.bulk_create([Book(title="t%d" % i, slug="s%d" % i) for i in range(500)])
+        result = 1
+    """, python=python)
+    name = demo._write_migration(project, "%s_risky" % demo.next_number(project), demo.leaf_migration(project),
+                                 "\n".join(OPERATIONS_32), preamble="def touch(apps, schema_editor):\n    pass\n")
+
+    result = run_module("django_showmigrations", demo.module_args(project, database, python))
+
+    assert not result.get("failed"), result.get("msg")
+    assert result["django_version"].startswith("3.2")
+    risks = [item for item in result["risks"] if item["migration"] == "books." + name]
+    assert [item["level"] for item in risks] == EXPECTED_32[database.engine], risks
+    assert all(item["rows"] == 500 for item in risks if item["table"])
