@@ -257,8 +257,9 @@ after:
 plan:
   description:
     - The steps, in order, each with C(migration), C(backwards), C(atomic) and its
-      C(operations) (each with C(type), for example C(RunPython), C(description) and
-      C(reversible)); in diff mode each step's C(sql) too.
+      C(operations) (each with C(type), for example C(RunPython), C(description),
+      C(reversible) and C(detail), what RV(risks) is computed from - the Django class, the
+      table, the field before and after); in diff mode each step's C(sql) too.
     - Also in a refused result.
   returned: always
   type: list
