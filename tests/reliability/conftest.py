@@ -6,6 +6,7 @@ docs/reliability.md.
 The databases, the demo copies and the module runs are the integration tests' helpers
 (tests/integration is on sys.path, see tests/conftest.py).
 """
+import glob
 import importlib.util
 import json
 import os
@@ -133,11 +134,47 @@ def _versions():
     return versions
 
 
+def _worker(config):
+    """The pytest-xdist worker id of this process, None in the controller or a plain run."""
+    return getattr(config, "workerinput", {}).get("workerid")
+
+
+def _part_paths():
+    return glob.glob(RESULTS + ".part-*")
+
+
+def pytest_configure(config):
+    if _worker(config) is None:  # before any worker starts: no stale parts of an earlier run
+        for path in _part_paths():
+            os.remove(path)
+
+
 def pytest_sessionstart(session):
     session.dbsafe_started = time.time()
 
 
+def _merge_parts():
+    """The cases, secret runs and sampler figures the xdist workers left (see below)."""
+    for path in sorted(_part_paths()):
+        with open(path) as handle:
+            part = json.load(handle)
+        os.remove(path)
+        _CASES.extend(part["cases"])
+        harness._SECRET_RUNS.extend(part["secret_runs"])
+        for key, value in part["argv_samples"].items():
+            harness.SAMPLER_STATS[key] += value
+
+
 def pytest_sessionfinish(session, exitstatus):
+    worker = _worker(session.config)
+    if worker is not None:
+        # A worker hands its share to the controller, which writes the one results file.
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS + ".part-" + worker, "w") as handle:
+            json.dump({"cases": _CASES, "secret_runs": harness._SECRET_RUNS,
+                       "argv_samples": harness.SAMPLER_STATS}, handle)
+        return
+    _merge_parts()
     secret_cases = harness.secret_cases()
     if not _CASES and not secret_cases:
         return
