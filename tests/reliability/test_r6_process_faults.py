@@ -25,6 +25,7 @@ from ansible_run import CALLBACKS, _bin, ansible_env
 from databases import mysql_admin_sql, pg_admin_sql
 from harness import guarded, prepared
 from ansible_collections.dbsafe.django.plugins.module_utils import processes
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql import lock_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOLD = "hold_migration"
@@ -115,9 +116,10 @@ def assert_no_duplicate_rows(state):
 
 # -- the run's processes -------------------------------------------------------------------------
 
-def run_processes(tmp_path, project, seconds=240):
+def run_processes(tmp_path, project, seconds=240, wrapped=False):
     """Once the held migration runs: the module (the run marker's holder) and the project's
-    interpreter (the pid the migration wrote), as processes.identity()."""
+    interpreter (the pid the migration wrote), as processes.identity(). ``wrapped``: the
+    interpreter runs behind a command_prefix, the marker records the wrapper."""
     harness.wait_for_file(demo.slow_marker_path(project), seconds)
     with open(demo.slow_marker_path(project)) as handle:
         interpreter = int(handle.read())
@@ -125,7 +127,10 @@ def run_processes(tmp_path, project, seconds=240):
     with open(path) as handle:
         record = json.load(handle)
     assert record["phase"] == "migrating", record
-    assert interpreter in [worker["pid"] for worker in record["workers"]], record
+    recorded = [worker["pid"] for worker in record["workers"]]
+    # Behind a wrapper the marker records the wrapper (the module's own child), not the
+    # interpreter: the wrapper really stays in between.
+    assert (interpreter in recorded) is not wrapped, (interpreter, record)
     return processes.identity(record["holder"]["pid"]), processes.identity(interpreter)
 
 
@@ -184,17 +189,27 @@ class Playbook:
 ENGINES = ("postgresql", "mysql", "sqlite")
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_module_killed_then_a_second_run(case, engine, fresh_database, tmp_path):
-    case("R6", engine, "module killed (SIGKILL) mid-migration: its interpreter dies with it, the "
-                       "next run restores what it left and migrates once")
+# A command_prefix wrapper that stays between the module and the interpreter (sh does not exec
+# a command followed by another): the wrapper gets the parent-death signal, the interpreter
+# must notice on its own (introspect.watch_module).
+WRAPPER = ["sh", "-c", '"$@"; exit $?', "wrapper"]
+KILLED_CASES = [(engine, False) for engine in ENGINES] + [("postgresql", True), ("mysql", True)]
+
+
+@pytest.mark.parametrize("engine,wrapped", KILLED_CASES,
+                         ids=["%s%s" % (e, "-behind-a-wrapper" if w else "") for e, w in KILLED_CASES])
+def test_module_killed_then_a_second_run(case, engine, wrapped, fresh_database, tmp_path):
+    case("R6", engine, "module killed (SIGKILL) mid-migration%s: its interpreter dies with it, the "
+                       "next run restores what it left and migrates once"
+         % (" (the interpreter behind a command_prefix wrapper)" if wrapped else ""))
     db = fresh_database(engine)
     project = prepared(db, tmp_path)
     held = add_held_migration(project)
     before = catalog(db)
+    prefix = {"command_prefix": WRAPPER} if wrapped else {}
     first = Playbook(demo.module_args(project, db, backup_dir=str(tmp_path / "backups"),
-                                      lock_timeout=30))
-    module, interpreter = run_processes(tmp_path, project)
+                                      lock_timeout=30, **prefix))
+    module, interpreter = run_processes(tmp_path, project, wrapped=wrapped)
 
     os.kill(module["pid"], signal.SIGKILL)
 
@@ -207,7 +222,7 @@ def test_module_killed_then_a_second_run(case, engine, fresh_database, tmp_path)
             "books.%s" % held not in left["migrations"], left
     release(project)
 
-    second = guarded(db, project, tmp_path, "R6 after a killed module")
+    second = guarded(db, project, tmp_path, "R6 after a killed module", **prefix)
 
     warnings = " ".join(second.get("warnings") or [])
     case.message = "%s | %s" % (warnings, second.get("msg"))
@@ -347,3 +362,79 @@ def test_task_timeout(case, engine, fresh_database, tmp_path):
         % result.get("msg")
     assert catalog(db) == before
     assert not glob.glob(str(tmp_path / "backups" / ".dbsafe-run-*.json"))
+
+
+def _lock_held(db):
+    if db.engine == "postgresql":
+        return pg_admin_sql(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database WHERE "
+            "l.locktype = 'advisory' AND l.granted AND d.datname = '%s';\n" % db.name).strip() != "0"
+    return mysql_admin_sql("SELECT IS_USED_LOCK('%s');\n"
+                           % lock_name(db.name, "dbsafe-migrate")).strip() not in ("", "NULL")
+
+
+def _end_once_locked(db, process, seconds=240):
+    deadline = time.monotonic() + seconds
+    while not _lock_held(db) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2)
+    process.kill()
+
+
+@pytest.mark.parametrize("outlives", [False, True], ids=["ends-while-waited-for", "outlives-the-wait"])
+@pytest.mark.parametrize("engine", ("postgresql", "mysql"))
+def test_a_run_finding_the_last_runs_interpreter_still_working(case, engine, outlives,
+                                                                fresh_database, tmp_path):
+    case("R6", engine, "the run marker's interpreter still runs (a stand-in process; the "
+                       "lifeline makes a real orphan last a fraction of a second): the next run "
+                       + ("refuses after lock_timeout, changing nothing" if outlives else
+                          "waits for it, then restores and migrates once"))
+    db = fresh_database(engine)
+    project = prepared(db, tmp_path)
+    held = add_held_migration(project)
+    before = catalog(db)
+    first = Playbook(demo.module_args(project, db, backup_dir=str(tmp_path / "backups"),
+                                      lock_timeout=30))
+    module, interpreter = run_processes(tmp_path, project)
+    os.kill(module["pid"], signal.SIGKILL)
+    assert wait_gone(interpreter, 5)
+    first.wait()
+    release(project)
+    left = catalog(db)
+    # The marker now names a process that still runs as the dead run's interpreter.
+    stand_in = subprocess.Popen(["sleep", "120"])
+    if not outlives:  # it ends 2 s after the next run took the lock (and found it running)
+        threading.Thread(target=_end_once_locked, args=(db, stand_in), daemon=True).start()
+    try:
+        [path] = glob.glob(str(tmp_path / "backups" / ".dbsafe-run-*.json"))
+        with open(path) as handle:
+            record = json.load(handle)
+        record["workers"] = [processes.identity(stand_in.pid)]
+        with open(path, "w") as handle:
+            json.dump(record, handle)
+
+        started = time.monotonic()
+        second = guarded(db, project, tmp_path, "R6 orphan still working",
+                         lock_timeout=3 if outlives else 30)
+        took = time.monotonic() - started
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+
+    if outlives:
+        case.message = second.get("msg", "")
+        assert second["failed"] is True
+        assert "still runs (pid %d)" % stand_in.pid in second["msg"], second["msg"]
+        assert "Nothing was changed" in second["msg"]
+        assert catalog(db) == left  # not touched: no restore, no migrate
+        assert os.path.exists(path)  # kept for the next run to look again
+        return
+    warnings = " ".join(second.get("warnings") or [])
+    case.message = "%s | %s (%.1f s)" % (warnings, second.get("msg"), took)
+    assert second["failed"] is False, second.get("msg")
+    assert "still runs (pid %d)" % stand_in.pid in warnings and "waiting up to" in warnings
+    assert took > 2, took
+    assert "lock left by host %s, pid %s" % (os.uname()[1], module["pid"]) in warnings
+    after = catalog(db)
+    assert_no_duplicate_rows(after)
+    assert after == fully_migrated(before, held)
