@@ -17,6 +17,7 @@ __metaclass__ = type
 import time
 
 from ansible_collections.dbsafe.django.plugins.module_utils.project import SECRET_KEY_PATTERN
+from ansible_collections.dbsafe.django.plugins.module_utils.release_venv import point_link
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
     DbsafeError,
@@ -38,6 +39,11 @@ SERVICE_OPTIONS = dict(
     code_back=dict(type="list", elements="str", default=[]),
     code_after_migrate=dict(type="bool", default=False),
     environment=dict(type="dict", default={}),
+    # A virtualenv per release (module_utils/release_venv.py): the code step points the
+    # symlink at the release's venv, code_back points it back (empty: removes it).
+    release_link=dict(type="path"),
+    release_venv=dict(type="path"),
+    release_venv_back=dict(type="path"),
 )
 
 
@@ -55,8 +61,14 @@ def service_commands(params):
 class ServiceWindow:
     """Runs a window's commands and records what happened (``report``)."""
 
-    def __init__(self, runner, commands, environment=None, mask=None, code_after_migrate=False):
+    def __init__(self, runner, commands, environment=None, mask=None, code_after_migrate=False,
+                 release=None):
         self.runner = runner
+        # {"code": venv, "code_back": venv or None} for the symlink ``release["link"]``; none
+        # when the release's venv is the one in use already.
+        self.release = None
+        if release and release.get("link") and release.get("venv") and release.get("venv") != release.get("back"):
+            self.release = {"link": release["link"], "code": release["venv"], "code_back": release.get("back") or None}
         self.commands = dict((step, list(commands.get(step) or []))
                              for step in STEPS + ("status",))
         # A rollback: the older code no longer has the migrations to unapply, so it comes
@@ -72,11 +84,16 @@ class ServiceWindow:
     @classmethod
     def from_params(cls, runner, params, mask=None):
         return cls(runner, service_commands(params), params.get("environment"), mask=mask,
-                   code_after_migrate=params.get("code_after_migrate"))
+                   code_after_migrate=params.get("code_after_migrate"),
+                   release=dict(link=params.get("release_link"), venv=params.get("release_venv"),
+                                back=params.get("release_venv_back")))
 
     def describe(self):
         """What the window would run, for check mode: {step: argv}."""
-        return dict((step, argv) for step, argv in self.commands.items() if argv)
+        steps = dict((step, argv) for step, argv in self.commands.items() if argv)
+        if self.release:
+            steps["release_link"] = self.release
+        return steps
 
     # -- the window around a migration (one host) -------------------------------------------
 
@@ -164,6 +181,29 @@ class ServiceWindow:
         return error
 
     def _step(self, step):
+        ran = self._command(step)
+        if self.release and step in ("code", "code_back"):
+            ran = self._switch_release(step) or ran
+        return ran
+
+    def _switch_release(self, step):
+        """Point the release symlink at this step's venv (code: the new one, code_back: the
+        previous one), after the step's command."""
+        link, target = self.release["link"], self.release[step]
+        entry = {"step": step, "argv": [], "link": link, "target": target, "rc": None}
+        self.report["steps"].append(entry)
+        try:
+            point_link(link, target)
+        except (OSError, DbsafeError) as error:
+            entry["rc"] = 1
+            raise ServiceError("the %s step could not point %s at %s: %s"
+                               % (step, link, target or "nothing", getattr(error, "msg", None) or error),
+                               step=step)
+        entry["rc"] = 0
+        entry["seconds"] = 0.0
+        return True
+
+    def _command(self, step):
         argv = self.commands[step]
         if not argv:
             return False

@@ -188,6 +188,19 @@ options:
             on a command line).
         type: dict
         default: {}
+      release_link:
+        description:
+          - A symlink naming the release's virtualenv (see M(dbsafe.django.django_release_venv)).
+            With O(downtime.release_venv), the code step points it at that venv (after
+            O(downtime.code)) and the code-back step points it at O(downtime.release_venv_back)
+            (or removes it when that is empty). Nothing happens when both name the same venv.
+        type: path
+      release_venv:
+        description: The venv O(downtime.release_link) points at after the code step.
+        type: path
+      release_venv_back:
+        description: The venv O(downtime.release_link) points at again when the code is put back.
+        type: path
 attributes:
   check_mode:
     support: full

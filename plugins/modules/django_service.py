@@ -86,6 +86,19 @@ options:
         masked in all output.
     type: dict
     default: {}
+  release_link:
+    description:
+      - A symlink naming the release's virtualenv (see M(dbsafe.django.django_release_venv)).
+        With O(release_venv), the code step points it at that venv (after O(code)) and the
+        code-back step points it at O(release_venv_back) (or removes it when that is empty).
+        Nothing happens when both name the same venv.
+    type: path
+  release_venv:
+    description: The venv O(release_link) points at after the code step.
+    type: path
+  release_venv_back:
+    description: The venv O(release_link) points at again when the code is put back.
+    type: path
 attributes:
   check_mode:
     support: full
