@@ -18,6 +18,8 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     CommandError,
+    DbsafeError,
+    details_of,
     reason,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.processes import Background
@@ -94,12 +96,30 @@ def decompressed(runner, path, compression):
         # something) even when the consumer stopped early.
         while stream.read(CHUNK):
             pass
+    except DbsafeError as consumer_error:
+        stream.close()
+        decompressor.join()
+        # The stage that died first is the cause: a killed decompressor cuts the dump short
+        # and the consumer then fails on it (an "SQL syntax error"). One that only lost its
+        # reader (a broken pipe) died of the consumer's failure.
+        if decompressor.error is None or _lost_its_reader(decompressor.error):
+            raise
+        raise BackupError("decompressing %s failed: %s; the restore reading it then stopped: %s"
+                          % (os.path.basename(path), reason(decompressor.error),
+                             consumer_error.msg), **details_of(consumer_error))
     finally:
         stream.close()
         decompressor.join()
     if decompressor.error is not None:
         raise BackupError("decompressing %s failed: %s"
                           % (os.path.basename(path), reason(decompressor.error)))
+
+
+def _lost_its_reader(error):
+    """A compressor that failed because its reader went away (SIGPIPE, EPIPE)."""
+    details = getattr(error, "details", None) or {}
+    return details.get("rc") == -13 or "broken pipe" in (details.get("stderr") or "").lower() \
+        or getattr(error, "errno", None) == 32
 
 
 def decompressed_tail(runner, path, compression, tail_bytes=None):

@@ -72,6 +72,54 @@ def reason(error):
     return str(error)
 
 
+# Lines a tool writes that are not why it failed: PostgreSQL's notices ("NOTICE:  drop cascades
+# to 2 other objects"), warnings and the detail lines that follow an error, MariaDB's warnings.
+_NOT_THE_CAUSE = ("NOTICE:", "WARNING:", "DETAIL:", "HINT:", "CONTEXT:", "INFO:", "LOG:",
+                  "Warning:", "Note:", "QUERY:")
+
+
+def first_error_line(text, errors_only=False):
+    """The first line of a tool's output that says what went wrong: one naming an error, else
+    (unless ``errors_only``) the first that is not part of a notice or warning; "" when there
+    is none."""
+    lines = _cause_lines(text)
+    for line in lines:
+        if "ERROR" in line or "FATAL" in line or "error" in line:
+            return line
+    return "" if errors_only or not lines else lines[0]
+
+
+def _cause_lines(text):
+    """The lines that are not notices, warnings or their continuation lines (a NOTICE's
+    DETAIL lists one dropped object a line, without a prefix)."""
+    kept = []
+    in_notice = False
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        # psql prefixes its messages with where they came from: "psql:<stdin>:12: NOTICE: ..."
+        bare = line.split(": ", 1)[-1] if line.startswith("psql:") else line
+        if bare.startswith(_NOT_THE_CAUSE):
+            in_notice = True
+        elif in_notice and not bare.startswith(("ERROR", "FATAL", "PANIC")):
+            continue  # a continuation line of the notice
+        else:
+            in_notice = False
+            kept.append(line)
+    return kept
+
+
+def killed_by_signal(error):
+    """'psql was killed by signal 9 (SIGKILL)' when the failed command died of a signal (then
+    that is the cause, not the last thing it printed), else None."""
+    details = getattr(error, "details", None) or {}
+    rc = details.get("rc")
+    if isinstance(rc, int) and rc < 0:
+        return details.get("status") or "it was killed by signal %d" % -rc
+    return None
+
+
 def details_of(error):
     """An error's details to carry into a new error about the same backup (without 'file')."""
     details = dict(getattr(error, "details", {}) or {})

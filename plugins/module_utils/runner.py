@@ -108,8 +108,9 @@ class Runner:
         result = CommandResult(argv, rc, out, err)
         if check and rc != 0:
             raise CommandError(
-                "%s %s: %s" % (os.path.basename(argv[0]), exit_status(rc), _tail(err or out)),
+                _failure(argv, rc, _tail(err or out)),
                 argv=argv, rc=rc, stderr=_tail(err, 4000),
+                status="%s %s" % (os.path.basename(argv[0]), exit_status(rc)),
             )
         return result
 
@@ -158,9 +159,10 @@ class Runner:
                 if proc.returncode != 0:
                     err = errors.join().text()
                     raise CommandError(
-                        "%s %s: %s" % (os.path.basename(argv[0]), exit_status(proc.returncode),
-                                       _tail(err)),
+                        _failure(argv, proc.returncode, _tail(err)),
                         argv=argv, rc=proc.returncode, stderr=_tail(err, 4000),
+                        status="%s %s" % (os.path.basename(argv[0]),
+                                          exit_status(proc.returncode)),
                     )
             return captured
         finally:
@@ -253,6 +255,12 @@ def _has_parameter(function, name):
         return name in inspect.signature(function).parameters
     except (TypeError, ValueError):
         return False
+
+
+def _failure(argv, rc, tail):
+    """'zstd was killed by signal 9 (SIGKILL)[: what it printed last]'."""
+    status = "%s %s" % (os.path.basename(argv[0]), exit_status(rc))
+    return "%s: %s" % (status, tail) if tail else status
 
 
 def _tail(text, limit=600):

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import secrets
+import shutil
 import socket
 import threading
 import time
@@ -293,3 +294,79 @@ def test_settings_module_that_blocks(case, engine, fresh_database, tmp_path):
         result["msg"], result["msg"]
     assert (independent_state(db) if engine != "sqlite" else harness.snapshot(db)) == before
     assert not os.path.exists(str(tmp_path / "backups"))
+
+
+# -- messages tell the truth --------------------------------------------------------------------
+
+def _fault_wrapper(directory, name, body):
+    """``name`` first on PATH: a shell script around the real tool (``$REAL``)."""
+    os.makedirs(str(directory), exist_ok=True)
+    path = os.path.join(str(directory), name)
+    with open(path, "w") as handle:
+        handle.write('#!/bin/sh\nREAL="%s"\n%s' % (shutil.which(name), body))
+    os.chmod(path, 0o755)
+    return {"PATH": "%s:%s" % (directory, os.environ["PATH"])}
+
+
+# The restore's psql (it is the one that opens a transaction) gets the first 3 KB of the script,
+# then is killed: the notices of emptying the database are what it printed last.
+KILLED_RESTORE_PSQL = """case " $* " in
+  *" BEGIN "*) head -c 3072 | "$REAL" "$@"; kill -KILL $$ ;;
+esac
+exec "$REAL" "$@"
+"""
+# A decompressor killed after 2 KB, unless its reader is the backup check's tail (a restore's
+# reader is the database client or the module).
+KILLED_RESTORE_ZSTD = """case " $* " in
+  *" -d "*)
+    sleep 0.3
+    out=$(readlink /proc/$$/fd/1)
+    for p in /proc/[0-9]*; do
+      if [ "$(readlink $p/fd/0 2>/dev/null)" = "$out" ] && [ "$(cat $p/comm 2>/dev/null)" = tail ]; then
+        exec "$REAL" "$@"
+      fi
+    done
+    "$REAL" "$@" | head -c 2048; kill -KILL $$ ;;
+esac
+exec "$REAL" "$@"
+"""
+
+
+def _backup_then_change(db, project, tmp_path):
+    """A zstd backup, then one more row: (backup path, state with the row, state of the backup)."""
+    backups = str(tmp_path / "backups")
+    dumped = harness.watched_run(db, "db_backup", demo.module_args(
+        project, db, state="dump", backup_dir=backups, compression="zstd"), "R6.messages")
+    assert dumped.get("failed") is not True, dumped.get("msg")
+    at_backup = independent_state(db)
+    demo.manage(project, db, "shell", "-c", "from authors.models import Author; "
+                "Author.objects.create(name='after the backup')")
+    changed = independent_state(db)
+    assert changed != at_backup
+    return dumped["backup"]["path"], changed, at_backup
+
+
+@pytest.mark.parametrize("engine,tool", [("postgresql", "psql"), ("mysql", "zstd"),
+                                         ("postgresql", "zstd")])
+def test_killed_restore_tool_is_named(case, engine, tool, fresh_database, tmp_path):
+    case("R6", engine, "messages: the restore's %s is killed (SIGKILL)" % tool)
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    backup, changed, at_backup = _backup_then_change(db, project, tmp_path)
+    env = _fault_wrapper(tmp_path / "fault-bin", tool,
+                         KILLED_RESTORE_PSQL if tool == "psql" else KILLED_RESTORE_ZSTD)
+
+    result = harness.watched_run(db, "db_backup", demo.module_args(
+        project, db, state="restore", src=backup, backup_dir=str(tmp_path / "backups")),
+        "R6.messages", env=env)
+
+    case.message = result.get("msg", "")
+    assert result["failed"] is True, result
+    assert "%s was killed by signal 9 (SIGKILL)" % tool in result["msg"], result["msg"]
+    for wrong in ("NOTICE", "drop cascades"):
+        assert wrong not in result["msg"], result["msg"]
+    # The stage that died first is the cause; what its reader then said comes after it.
+    assert result["msg"].find("syntax") < 0 or result["msg"].find("syntax") > \
+        result["msg"].find("%s was killed" % tool), result["msg"]
+    # All or nothing: as before the restore, or exactly the backup's state.
+    assert independent_state(db) in (changed, at_backup)

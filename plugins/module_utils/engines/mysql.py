@@ -55,6 +55,8 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql_snapsh
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
+    first_error_line,
+    killed_by_signal,
     EngineError,
     LockTimeout,
 )
@@ -185,6 +187,10 @@ class MysqlEngine(Engine):
         where = "mysql database %r at %s:%s" % (conn.name, conn.host or "localhost",
                                                 conn.port or 3306)
         first = _first_line(text)
+        killed = killed_by_signal(error)
+        if killed:  # the cause, whatever the tool printed last
+            reported = first_error_line(text, errors_only=True)
+            first = killed + (" (it reported: %s)" % reported if reported else "")
         if re.search(r"\b1045\b", text) or "(using password:" in text:
             return EngineError(
                 "authentication failed for user %r on %s: check the password (%s)"
@@ -620,11 +626,8 @@ class _ClientSession(ClientSession):
 
 
 def _first_line(text):
-    for line in (text or "").splitlines():
-        if "ERROR" in line or "error" in line:
-            return line.strip()
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    """The first line naming an error, never a warning."""
+    return first_error_line(text)
 
 
 def _relay_dump(source, write_fd):

@@ -49,6 +49,8 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_s
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     CommandError,
+    first_error_line,
+    killed_by_signal,
     EngineError,
     LockTimeout,
 )
@@ -157,6 +159,10 @@ class PostgresqlEngine(Engine):
         where = "postgresql database %r at %s:%s" % (
             database or conn.name, conn.host or "localhost", conn.port or 5432)
         first = _first_error_line(text)
+        killed = killed_by_signal(error)
+        if killed:  # the cause, whatever the tool printed last
+            reported = first_error_line(text, errors_only=True)
+            first = killed + (" (it reported: %s)" % reported if reported else "")
         lowered = text.lower()
         if "password authentication failed" in lowered or "no password supplied" in lowered:
             return EngineError(
@@ -432,11 +438,8 @@ def _relay_script(script, write_fd, producer, close_script):
 
 
 def _first_error_line(text):
-    for line in (text or "").splitlines():
-        if "ERROR" in line or "FATAL" in line or "error" in line:
-            return line.strip()
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[0] if lines else ""
+    """The first line naming an error, never a NOTICE such as "drop cascades to 2 other objects"."""
+    return first_error_line(text)
 
 
 def _path_of(src):
