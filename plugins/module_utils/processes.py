@@ -257,7 +257,8 @@ class Interruptions:
     ``mode`` says what the work is doing when an interruption arrives:
 
     - ``raise``: nothing was changed (before the lock, or waiting for it): the first
-      interruption raises Interrupted where the main thread is, like Ctrl-C would;
+      interruption runs the ``stopping`` callbacks (the interpreter need not finish its
+      answer) and raises Interrupted where the main thread is, like Ctrl-C would;
     - ``stop``: the work may change the database: the ``stopping`` callbacks run (the guard
       kills the project's interpreter, so a migrate in flight ends and is restored) and the work
       calls ``check`` between its steps;
@@ -300,11 +301,11 @@ class Interruptions:
             return
         if len(self.causes) > 1:  # already stopping
             return
+        for stop in list(self._stoppers):
+            stop()
         if self.mode == "raise":
             raise Interrupted("%s; the database was not changed" % self.describe(),
                               interrupted=list(self.causes), database_changed=False)
-        for stop in list(self._stoppers):
-            stop()
 
     def describe(self):
         """'interrupted by SIGTERM' / 'interrupted: its caller went away (...)'."""

@@ -32,7 +32,16 @@ description:
     run's state before, and only then plans and migrates. If the database changed in any other
     way since (for example the application wrote rows again), restoring would lose those
     writes, so the run is refused, changes nothing and says how to go on. A marker whose writer
-    still runs on this host is refused.
+    or its project's interpreter (recorded by pid and start time) still runs on this host is
+    waited for, up to O(lock_timeout), then refused, changing nothing.
+  - The project's interpreter and every tool it starts die with the module (own session, a
+    parent-death signal, and the interpreter's own watch on its output), so a killed module
+    never leaves a migrate running without the lock. SIGINT (Ctrl-C), SIGTERM, SIGHUP, or the
+    task's caller going away (Ansible's task C(timeout) signals nothing, it stops reading) -
+    before the lock nothing is changed; under the lock the interpreter is stopped and the
+    backup restored and proven (a restore in progress is finished, further signals do not
+    abandon it); the task fails with a message starting C(interrupted) that says the
+    database's state, and RV(interrupted) lists what arrived.
   - One launch of the project's interpreter, also when there is something to do. It
     answers the plan, waits while the module takes the lock and the backup, then migrates
     and reads the state back.
@@ -329,6 +338,14 @@ backup:
   returned: when a backup was taken
   type: dict
   sample: {path: /var/backups/shop/default-shop-postgresql-20261121T010000000000Z.pgdump, sha256: 9f86d0..., size: 1048576}
+interrupted:
+  description:
+    - What stopped the run, in order of arrival (C(SIGINT), C(SIGTERM), C(SIGHUP), or that the
+      task's caller went away).
+  returned: when the run was interrupted
+  type: list
+  elements: str
+  sample: [SIGTERM, SIGINT]
 restored:
   description: Whether the backup was restored (only ever true in a failed result).
   returned: always

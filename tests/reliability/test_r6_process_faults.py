@@ -438,3 +438,65 @@ def test_a_run_finding_the_last_runs_interpreter_still_working(case, engine, out
     after = catalog(db)
     assert_no_duplicate_rows(after)
     assert after == fully_migrated(before, held)
+
+
+def _module_pids(root):
+    """The pids of django_migrate_guarded module processes below ``root``."""
+    found = []
+    for pid in harness.descendants(root):
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                argv = handle.read()
+        except OSError:
+            continue
+        words = argv.split(b"\0")
+        # The module's Python itself, not the sh -c around it.
+        if os.path.basename(words[0]).startswith(b"python") and \
+                b"AnsiballZ_django_migrate_guarded" in argv:
+            found.append(pid)
+    return found
+
+
+def test_signal_while_waiting_for_the_lock(case, fresh_database, tmp_path):
+    case("R6", "postgresql", "SIGTERM to a run waiting for the lock (another run migrates): it "
+                             "stops at once, changes nothing, says so; the other run goes on")
+    db = fresh_database("postgresql")
+    project = prepared(db, tmp_path)
+    held = add_held_migration(project)
+    before = catalog(db)
+    first = Playbook(demo.module_args(project, db, backup_dir=str(tmp_path / "backups"),
+                                      lock_timeout=30))
+    module, _interpreter = run_processes(tmp_path, project)
+    seen = {}
+
+    def interrupt_the_waiting_one():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            waiting = [pid for pid in _module_pids(os.getpid()) if pid != module["pid"]]
+            if waiting:
+                time.sleep(8)  # past the introspection: it waits for the lock now
+                seen["pid"] = waiting[0]
+                seen["at"] = time.monotonic()
+                os.kill(waiting[0], signal.SIGTERM)
+                return
+            time.sleep(0.1)
+
+    interrupter = threading.Thread(target=interrupt_the_waiting_one, daemon=True)
+    interrupter.start()
+    try:
+        second = guarded(db, project, tmp_path, "R6 SIGTERM while waiting", lock_timeout=120)
+    finally:
+        release(project)
+    stopped_after = time.monotonic() - seen["at"]
+    interrupter.join(5)
+    result, output = first.wait()
+
+    case.message = "%s (ended %.1f s after the signal)" % (second.get("msg"), stopped_after)
+    assert second["failed"] is True
+    assert second["msg"].startswith("interrupted by SIGTERM; the database was not changed"), \
+        second["msg"]
+    assert stopped_after < 20, stopped_after  # not the lock_timeout of 120 s
+    assert result is not None and result["failed"] is False, output[-2000:]
+    after = catalog(db)
+    assert_no_duplicate_rows(after)
+    assert after == fully_migrated(before, held)

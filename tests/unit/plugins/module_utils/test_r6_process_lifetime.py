@@ -64,9 +64,11 @@ def test_a_reused_pid_is_not_the_process_that_was_recorded():
 
 def test_an_interruption_before_the_lock_raises_and_says_nothing_changed():
     interruptions = Interruptions()
-    with pytest.raises(Interrupted) as raised:
+    stopped = []
+    with interruptions.stopping(lambda: stopped.append(1)), pytest.raises(Interrupted) as raised:
         interruptions.interrupt("SIGINT")
     assert raised.value.msg == "interrupted by SIGINT; the database was not changed"
+    assert stopped == [1]  # the interpreter is stopped too: no need to wait for its answer
 
 
 def test_an_interruption_under_the_lock_stops_the_work_once_and_is_checked_between_steps():
