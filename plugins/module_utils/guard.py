@@ -20,6 +20,7 @@ import time
 from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity, processes, risk, run_marker, state
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
+from ansible_collections.dbsafe.django.plugins.module_utils.checked_state import state_after_failure
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
@@ -52,9 +53,14 @@ GUARD_ARGUMENT_SPEC = dict(
     keep=dict(type="int"),
     lock_timeout=dict(type="int", default=300),
     skip_checks=dict(type="bool", default=False),
+    terminate_blocking_sessions=dict(type="bool", default=False),
     # The highest risk (risk.LEVELS) the plan may have; None: no limit.
     max_risk=dict(type="str", choices=["safe", "locks", "incompatible", "data_loss"]),
 )
+
+
+# Seconds the restore after a failure waits for a table lock another session holds.
+RESTORE_LOCK_WAIT = 60
 
 
 class GuardOptions:
@@ -227,6 +233,10 @@ class GuardedMigrate:
         engine = engine_for(self.project.connection(before), self.runner)
         # A read-only target, or objects a restore could not re-create: refused untouched.
         refuse_inaccessible(engine, restore=self.options.backup)
+        # A restore after a failure waits a bounded time behind other sessions' table locks
+        # (and names them), or ends them first when the application is meant to be stopped.
+        engine.restore_lock_wait = RESTORE_LOCK_WAIT
+        engine.terminate_blockers = self.options.terminate_blocking_sessions
         lock_started = time.time()
         # One lock per database: each engine scopes the default name to its database.
         with engine.lock(timeout=self.options.lock_timeout) as holder:
@@ -402,12 +412,14 @@ class GuardedMigrate:
             differences = run_marker.restore_and_prove(self.store, backup["path"], engine,
                                                        snapshot, timed=self.timings.run)
         except DbsafeError as restore_error:
+            checked, as_before = state_after_failure(engine, snapshot)
             raise RestoreFailed(
-                "%s: %s. THE RESTORE ALSO FAILED: %s. The database is in an unknown state. The "
-                "backup is kept at %s; restore it by hand with: %s"
-                % (what, error, restore_error.msg, backup["path"],
+                "%s: %s. THE RESTORE ALSO FAILED: %s. %s The backup is kept at %s; restore it "
+                "by hand with: %s"
+                % (what, error, restore_error.msg.rstrip("."), checked, backup["path"],
                    _manual_restore(backup, self.project, self.options)),
-                restored=False, backup=self.result["backup"], **base)
+                restored=False, database_as_before=as_before, backup=self.result["backup"],
+                **base)
         if differences:
             raise RestoreFailed(
                 "%s: %s. The backup was restored but the database does NOT equal its state "

@@ -117,6 +117,15 @@ options:
       - Seconds to wait for another run's migration lock before failing with the holder's name.
     type: int
     default: 300
+  terminate_blocking_sessions:
+    description:
+      - When the restore after a failure finds other sessions holding table locks in the
+        database (PostgreSQL), end them first (C(pg_terminate_backend)). For a service window
+        in which the application is meant to be stopped.
+      - Without it the restore waits up to 60 seconds for those locks and then fails, naming
+        each session (pid, user, application, query start, the first line of its query).
+    type: bool
+    default: false
   skip_checks:
     description:
       - Migrate although Django's system checks report an error, like

@@ -28,13 +28,13 @@ ENGINES_ALL = ("sqlite", "postgresql", "mysql")
 
 _PG_STATE = """
 SELECT json_build_object(
-  'relations', (SELECT coalesce(json_agg(format('%s %s', c.relkind, c.relname) ORDER BY 1), '[]')
+  'relations', (SELECT coalesce(json_agg(format('%s %s', c.relkind, c.relname) ), '[]')
                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                  WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm', 'S')),
   'columns', (SELECT coalesce(json_agg(format('%s.%s %s %s', table_name, column_name, data_type,
-                                              is_nullable) ORDER BY 1), '[]')
+                                              is_nullable) ), '[]')
                 FROM information_schema.columns WHERE table_schema = 'public'),
-  'extensions', (SELECT json_agg(format('%s %s', extname, pg_get_userbyid(extowner)) ORDER BY 1)
+  'extensions', (SELECT json_agg(format('%s %s', extname, pg_get_userbyid(extowner)) )
                    FROM pg_extension),
   'rows', (SELECT json_object_agg(table_name, (xpath('/row/c/text()', query_to_xml(format(
                     'SELECT count(*) AS c FROM public.%I', table_name), false, true, '')))[1]::text)
@@ -47,7 +47,9 @@ SELECT json_build_object(
 def independent_state(db):
     """Tables, views, columns, extensions, row counts and django_migrations, from the catalogs."""
     if db.engine == "postgresql":
-        return json.loads(pg_admin_sql(_PG_STATE, database=db.name))
+        state = json.loads(pg_admin_sql(_PG_STATE, database=db.name))
+        return dict((key, sorted(value) if isinstance(value, list) else value)
+                    for key, value in state.items())
     name = db.name.replace("'", "''")
     objects = mysql_admin_sql(
         "SELECT CONCAT(TABLE_TYPE, ':', TABLE_NAME) FROM information_schema.TABLES "
@@ -370,3 +372,65 @@ def test_killed_restore_tool_is_named(case, engine, tool, fresh_database, tmp_pa
         result["msg"].find("%s was killed" % tool), result["msg"]
     # All or nothing: as before the restore, or exactly the backup's state.
     assert independent_state(db) in (changed, at_backup)
+
+
+# -- the guard's restore behind another session's locks -----------------------------------------
+
+BLOCKER_APPLICATION = "the-application"
+
+
+def _add_migration_that_leaves_a_blocker(project):
+    """A books migration that starts another session (the application, as it were) which takes
+    a lock on books_book as soon as the migration's transaction is gone, and keeps it; then
+    fails. The guard's restore then has to drop books_book behind that session."""
+    demo._write_migration(
+        project, "%s_blocker" % demo.next_number(project), demo.leaf_migration(project),
+        "migrations.RunPython(block_and_fail, migrations.RunPython.noop),\n",
+        preamble=(
+            "def block_and_fail(apps, schema_editor):\n"
+            "    import subprocess\n"
+            "    s = schema_editor.connection.settings_dict\n"
+            "    env = dict(os.environ, PGPASSWORD=s['PASSWORD'], PGAPPNAME=%r)\n"
+            "    subprocess.Popen(['psql', '-X', '-q', '-h', s['HOST'], '-p', str(s['PORT']),\n"
+            "                      '-U', s['USER'], '-d', s['NAME'], '-c',\n"
+            "                      'BEGIN; LOCK TABLE books_book IN ACCESS SHARE MODE; '\n"
+            "                      'SELECT pg_sleep(180)'], env=env, start_new_session=True,\n"
+            "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+            "    time.sleep(0.5)\n"
+            "    raise RuntimeError(%r)\n" % (BLOCKER_APPLICATION, demo.FAILURE_MESSAGE)))
+
+
+@pytest.mark.parametrize("terminate", [False, True])
+def test_guard_restore_behind_a_blocking_session(case, terminate, fresh_database, tmp_path):
+    case("R6", "postgresql", "the guard's restore is blocked by an application session (%s)"
+         % ("terminate_blocking_sessions: true" if terminate else "named, bounded wait"))
+    db = fresh_database("postgresql")
+    project = harness.prepared(db, tmp_path)
+    _add_migration_that_leaves_a_blocker(project)
+    before = independent_state(db)
+    started = time.monotonic()
+    try:
+        result = harness.guarded(db, project, tmp_path, "R6.blocked",
+                                 terminate_blocking_sessions=terminate)
+    finally:
+        left = pg_admin_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE application_name = '%s';" % BLOCKER_APPLICATION).strip()
+    took = time.monotonic() - started
+    case.message = "%s (after %.0fs)" % (result.get("msg", ""), took)
+    assert result["failed"] is True, result
+    if terminate:
+        assert result.get("restored") is True and result.get("proven") is True, result["msg"]
+        assert "restored and verified" in result["msg"], result["msg"]
+        assert left == "0", "the blocking session was not ended"
+    else:
+        assert "application %s" % BLOCKER_APPLICATION in result["msg"], result["msg"]
+        assert "LOCK TABLE books_book" in result["msg"], result["msg"]
+        assert "terminate_blocking_sessions" in result["msg"], result["msg"]
+        # What the database is after the failed restore was checked, not assumed.
+        assert "unknown state" not in result["msg"], result["msg"]
+        assert "Checked: the database equals its state before the run" in result["msg"]
+        assert result.get("database_as_before") is True, result
+        assert took < 60 + 60, took
+    # PostgreSQL rolled the failed migration back, and the restore is one transaction.
+    after = independent_state(db)
+    assert dict((k, v) for k, v in after.items() if v != before[k]) == {}

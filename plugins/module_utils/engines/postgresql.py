@@ -39,7 +39,10 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_p
     write_problems,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_sql import (
+    BLOCKERS_SQL,
     FLUSH_SQL,
+    TERMINATE_BLOCKERS_SQL,
+    describe_blockers,
     describe_pg_holder,
     holder_query,
     row_counts_from_output,
@@ -113,6 +116,11 @@ class PostgresqlEngine(Engine):
         super(PostgresqlEngine, self).__init__(connection, runner)
         # None: ask psql's version; tests force True/False.
         self.filter_restrict = None
+        # Seconds a restore waits for a table lock another session holds before it gives up
+        # and names that session (None: no limit); terminate_blockers: end such sessions
+        # first (the application is meant to be stopped).
+        self.restore_lock_wait = None
+        self.terminate_blockers = False
 
     # -- environment and tools ------------------------------------------------------------
 
@@ -133,6 +141,39 @@ class PostgresqlEngine(Engine):
                 env[variable] = str(conn.options[option])
         env["PGAPPNAME"] = application_name or "dbsafe.django"
         return env
+
+    def restore_env(self):
+        """env() for the restore's sessions: lock_timeout bounds its wait behind others."""
+        env = self.env()
+        if self.restore_lock_wait:
+            env["PGOPTIONS"] = ("%s -c lock_timeout=%ds" % (
+                env.get("PGOPTIONS", ""), int(self.restore_lock_wait))).strip()
+        return env
+
+    def blocking_sessions(self):
+        """The other sessions holding a table lock in this database (see BLOCKERS_SQL)."""
+        return json.loads(self.psql(BLOCKERS_SQL, action="listing the sessions that hold "
+                                    "locks").strip() or "[]")
+
+    def _before_restore(self):
+        if self.terminate_blockers:
+            self.psql(TERMINATE_BLOCKERS_SQL, action="ending the sessions that hold locks")
+
+    def _restore_error(self, error):
+        """The restore's failure; when it waited too long for a lock, who holds it."""
+        failed = self.error(error, "restore")
+        if "lock timeout" not in (error.details.get("stderr") or error.msg or ""):
+            return failed
+        try:
+            blockers = describe_blockers(self.blocking_sessions())
+        except EngineError as listing:
+            blockers = "sessions that could not be listed (%s)" % listing.msg
+        return EngineError(
+            "the restore of %s waited %ss for table locks held by other sessions and gave up: "
+            "%s. Stop the application that holds them (or set terminate_blocking_sessions: "
+            "true when it is meant to be stopped) and restore again"
+            % (self.describe(), self.restore_lock_wait, blockers),
+            stderr=failed.details.get("stderr"))
 
     def tool(self, name):
         return find_tool([name], CLIENT_PACKAGE)
@@ -256,6 +297,7 @@ class PostgresqlEngine(Engine):
         if self.restrict_filter_needed():
             producers.append([find_tool(["sed"], "sed is needed to restore with this psql"),
                               "-E", RESTRICT_FILTER])
+        self._before_restore()
         with _open_source(src) as source:
             self._restore_in_one_transaction(producers, source)
 
@@ -286,9 +328,9 @@ class PostgresqlEngine(Engine):
             with os.fdopen(relay_read, "rb") as psql_input, open(os.devnull, "wb") as devnull:
                 self.runner.pipeline(
                     [self.psql_argv("-c", "BEGIN", "-c", FLUSH_SQL, "-f", "-")],
-                    stdin=psql_input, stdout=devnull, env=self.env())
+                    stdin=psql_input, stdout=devnull, env=self.restore_env())
         except CommandError as error:
-            consumer_error = self.error(error, "restore")
+            consumer_error = self._restore_error(error)
         relay.join()
         if producer is not None:
             producer.join()

@@ -316,3 +316,32 @@ def schema_from_catalog(catalog):
         table["indexes"].append(entry)
         table["names"][index["name"]] = "index %s" % index["definition"]
     return schema
+
+
+# The other sessions holding a table lock in this database (not ours: dbsafe's application
+# names), for the restore that waits behind them: who, since when, what.
+_BLOCKERS = """
+  FROM pg_stat_activity a
+ WHERE a.datname = current_database() AND a.pid <> pg_backend_pid()
+   AND coalesce(a.application_name, '') NOT LIKE 'dbsafe%'
+   AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid AND l.granted
+               AND l.locktype = 'relation'
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+"""
+BLOCKERS_SQL = ("SELECT coalesce(json_agg(json_build_object("
+                "'pid', a.pid, 'user', a.usename, 'application', a.application_name, "
+                "'query_start', to_char(a.query_start AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), 'state', a.state, "
+                "'query', left(split_part(a.query, E'\\n', 1), 120)) ORDER BY a.pid), '[]')"
+                + _BLOCKERS + ";\n")
+TERMINATE_BLOCKERS_SQL = "SELECT count(pg_terminate_backend(a.pid))" + _BLOCKERS + ";\n"
+
+
+def describe_blockers(blockers):
+    """'pid 4242 (user app, application gunicorn, query since 2025-01-01T10:00:00Z: UPDATE
+    ...)' for each session, for a message."""
+    return "; ".join(
+        "pid %s (user %s, application %s, %s since %s: %s)" % (
+            item.get("pid"), item.get("user"), item.get("application") or "unnamed",
+            item.get("state") or "query", item.get("query_start"), item.get("query") or "")
+        for item in blockers) or "sessions that ended meanwhile"
