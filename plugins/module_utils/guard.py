@@ -275,8 +275,12 @@ class GuardedMigrate:
                                         " (the backup %s is kept)" % backup["path"] if backup else ""))
                 track.migrating(snapshot, backup, state.plan_names(plan))
                 self._migrate_and_verify(engine, before, plan, snapshot, backup)
-                interruptions.check("it came after the migrate had finished and was verified: "
-                                    "the database is fully migrated (%d step(s) applied)" % len(plan))
+                if interruptions.causes:
+                    # Done and verified: failing now would send a service window back to the
+                    # old code on a migrated database. Finish, and say so.
+                    self.result["interrupted"] = list(interruptions.causes)
+                    self.warn("%s after the migrate had finished and was verified: the database "
+                              "is fully migrated; the run finished" % interruptions.describe())
         return self._finish(started, "applied %d step(s)%s" % (len(plan), _row_summary(
             self.result.get("row_changes"))))
 

@@ -41,7 +41,8 @@ description:
     before the lock nothing is changed; under the lock the interpreter is stopped and the
     backup restored and proven (a restore in progress is finished, further signals do not
     abandon it); the task fails with a message starting C(interrupted) that says the
-    database's state, and RV(interrupted) lists what arrived.
+    database's state, and RV(interrupted) lists what arrived. After a verified migrate an
+    interruption undoes nothing, the run finishes with a warning.
   - One launch of the project's interpreter, also when there is something to do. It
     answers the plan, waits while the module takes the lock and the backup, then migrates
     and reads the state back.
