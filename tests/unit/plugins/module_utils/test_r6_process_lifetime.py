@@ -208,3 +208,24 @@ def test_the_restore_is_not_abandoned_on_an_interruption():
 
     assert run_marker.restore_and_prove(_Store(), "b", _Engine(), {}) == []
     assert modes == ["finish", "finish"] and processes.interruptions.mode == "raise"
+
+
+def test_a_failure_of_an_interrupted_run_says_interrupted_first(monkeypatch):
+    from ansible_collections.dbsafe.django.plugins.module_utils import guard
+    from ansible_collections.dbsafe.django.plugins.module_utils.errors import MigrationFailed
+    interrupted = Interruptions()
+    monkeypatch.setattr(guard, "interruptions", interrupted)
+    error = MigrationFailed("migrate failed: killed. The backup b was restored and verified.")
+    guard._say_interrupted(error)  # nothing arrived: unchanged
+    assert error.msg.startswith("migrate failed")
+    interrupted.causes[:] = ["SIGINT"]
+    interrupted.during_finish[:] = ["SIGTERM"]
+    guard._say_interrupted(error)
+    assert error.msg == (
+        "interrupted by SIGINT (the guard stopped the project's interpreter): migrate failed: "
+        "killed. The backup b was restored and verified. (SIGTERM arrived during the restore: "
+        "the restore was not abandoned, it went on to its end)")
+    assert error.details["interrupted"] == ["SIGINT"] and str(error) == error.msg
+    own = Interrupted("interrupted by SIGINT; nothing was migrated")
+    guard._say_interrupted(own)  # its own message already says it
+    assert own.msg == "interrupted by SIGINT; nothing was migrated"
