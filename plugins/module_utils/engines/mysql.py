@@ -156,6 +156,10 @@ class MysqlEngine(Engine):
         # The client's own group: mariadb-dump refuses the option (it has none; dump pings
         # through the client first).
         lines += ["[mysql]", "connect-timeout=%d" % conn.connect_timeout()]
+        if getattr(self, "restore_lock_wait", None):
+            # The guard's restore waits a bounded time for metadata locks other sessions hold.
+            lines.append('init-command="SET SESSION lock_wait_timeout=%d"'
+                         % int(self.restore_lock_wait))
         return "\n".join(lines) + "\n"
 
     @contextlib.contextmanager

@@ -93,3 +93,18 @@ def test_mysql_read_only_targets():
     assert "innodb_read_only" in my.write_problems(my_access(ALL, innodb_read_only="ON"), WHERE)[0]
     problem = my.write_problems(my_access(["SELECT"]), WHERE)[0]
     assert "INSERT, UPDATE, DELETE, CREATE, DROP, ALTER" in problem
+
+
+def test_mysql_option_file_bounds_connecting_and_the_restore_lock_wait():
+    from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
+    from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql import MysqlEngine
+    engine = MysqlEngine(Connection("mysql", "shop", "db1", 3306, "app", "pw"), runner=None)
+    text = engine.option_file_text()
+    client, _, own = text.partition("[mysql]\n")
+    # mariadb-dump reads [client] and refuses connect-timeout: only the client's group has it.
+    assert "connect-timeout" not in client and "connect-timeout=10" in own
+    assert "lock_wait_timeout" not in text
+    engine.restore_lock_wait = 60
+    assert 'init-command="SET SESSION lock_wait_timeout=60"' in engine.option_file_text()
+    slow = MysqlEngine(Connection("mysql", "shop", options={"connect_timeout": 3}), runner=None)
+    assert "connect-timeout=3" in slow.option_file_text()
