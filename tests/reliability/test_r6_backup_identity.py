@@ -147,6 +147,53 @@ def test_newest_is_the_last_taken_whatever_the_writers_clock(case, engine, fresh
     assert rows(db) == 7  # the later backup's rows, not the earlier one's 3
 
 
+# -- backups of an earlier version ---------------------------------------------------------------
+
+def as_earlier_version(path):
+    """The manifest an earlier version wrote: no instance, no sequence."""
+    with open(path + ".json") as handle:
+        manifest = json.load(handle)
+    del manifest["instance"], manifest["sequence"]
+    with open(path + ".json", "w") as handle:
+        json.dump(manifest, handle)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_backups_of_an_earlier_version_are_still_found_and_rank_below_numbered_ones(
+        case, engine, fresh_database, tmp_path):
+    case("R6", engine, "backups of an earlier version (no instance, no sequence) in the backup_dir: "
+                       "still restored as the newest, and said so; a numbered one outranks them")
+    db = database_with_rows(fresh_database, engine, 3)
+    old = backup(db, tmp_path, "R6 earlier dump")
+    assert old["failed"] is False, old.get("msg")
+    as_earlier_version(old["backup"]["path"])
+    add_rows(db, 4, 4)
+
+    restored = backup(db, tmp_path, "R6 earlier restore", state="restore", safety_backup=False)
+
+    assert restored["failed"] is False, restored.get("msg")
+    assert restored["backup"]["path"] == old["backup"]["path"]
+    assert "earlier version" in restored["msg"], restored["msg"]
+    assert rows(db) == 3
+
+    add_rows(db, 4, 6)
+    numbered = backup(db, tmp_path, "R6 earlier dump 2")
+    # The earlier version's backup claims to be from the future: its clock does not count.
+    with open(old["backup"]["path"] + ".json") as handle:
+        manifest = json.load(handle)
+    manifest["created_at"] = "2099-01-01T00:00:00.000000Z"
+    with open(old["backup"]["path"] + ".json", "w") as handle:
+        json.dump(manifest, handle)
+    add_rows(db, 10, 2)
+
+    again = backup(db, tmp_path, "R6 earlier restore 2", state="restore", safety_backup=False)
+
+    case.message = "%s | %s" % (restored["msg"], again.get("msg"))
+    assert again["failed"] is False, again.get("msg")
+    assert again["backup"]["path"] == numbered["backup"]["path"]
+    assert rows(db) == 9
+
+
 # -- damaged manifest ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("engine", ENGINES)
