@@ -249,9 +249,12 @@ class BackupJob:
     def _safety_backup(self, engine, label, media):
         """A verified backup of what a restore overwrites (and of the media it replaces),
         before anything is touched."""
+        # The migrations as the database has them now, under the lock: the facts read at the
+        # start are stale when the restore waited for a migrate.
+        migrations = self.applied() and engine.snapshot(content=False)["migrations"]
         return self._store().write(
             label, engine, compression=self.params["compression"],
-            migrations=self.applied(), media_root=media)
+            migrations=migrations, media_root=media)
 
     def _store(self, create=True):
         # A restore or verify of a given src needs no backup_dir: the src's own directory.

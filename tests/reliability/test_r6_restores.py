@@ -8,6 +8,7 @@ sqlite_master, row counts, a content checksum per table and the django_migration
 the servers' admin clients (or Python's sqlite3).
 """
 import hashlib
+import json
 import os
 import signal
 import sqlite3
@@ -353,6 +354,40 @@ def test_sqlite_restore_killed_leaves_the_database_as_before(case, fresh_databas
 
 # -- restore during a guarded migrate ----------------------------------------------------------
 
+def add_gated_migration(project, release):
+    """A books migration that adds the field ``processed``, writes the slow marker and then
+    waits (at most 10 minutes) until the file ``release`` exists: the test decides when the
+    migrate may finish. Returns its name."""
+    preamble = (
+        "def wait(apps, schema_editor):\n"
+        "    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))\n"
+        "    with open(os.path.join(project, %r), \"w\") as marker:\n"
+        "        marker.write(str(os.getpid()))\n"
+        "    deadline = time.time() + 600\n"
+        "    while not os.path.exists(%r) and time.time() < deadline:\n"
+        "        time.sleep(0.1)\n" % (demo.SLOW_MARKER, str(release)))
+    field = "models.BooleanField(default=False)"
+    operations = (demo._add_field_operation("processed", field)
+                  + "migrations.RunPython(wait, migrations.RunPython.noop),\n")
+    name = demo._write_migration(project, "%s_gated" % demo.next_number(project),
+                                 demo.leaf_migration(project), operations, preamble)
+    demo._add_model_field(project, "processed = %s" % field)
+    return name
+
+
+def lock_waiters(db):
+    """Sessions of ours on the server waiting for the run lock of ``db`` (not its holder)."""
+    if db.engine == "mysql":
+        out = mysql_admin_sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE DB = "
+                              "'%s' AND INFO LIKE 'SELECT GET_LOCK(%%';" % db.name)
+    else:
+        out = pg_admin_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND application_name "
+            "LIKE 'dbsafe:%%' AND query LIKE 'SELECT pg_try_advisory_lock(%%' AND pid NOT IN "
+            "(SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted);" % db.name)
+    return int(out.strip() or 0)
+
+
 @pytest.mark.parametrize("engine", ["mysql", "postgresql"])
 def test_restore_during_a_guarded_migrate_waits_or_refuses(case, engine, fresh_database,
                                                            tmp_path):
@@ -364,37 +399,48 @@ def test_restore_during_a_guarded_migrate_waits_or_refuses(case, engine, fresh_d
     taken = harness.watched_run(db, "db_backup", dict(project_args, state="dump"), "R6.restore-migrate")
     assert not taken.get("failed"), taken.get("msg")
     at_backup = state_of(db)
-    slow = demo.add_slow_migration(project, 25)
-    marker = demo.slow_marker_path(project)
+    release = tmp_path / "release-the-migration"
+    gated = add_gated_migration(project, release)
 
     migrating, migrated = in_thread(harness.guarded, db, project, tmp_path, "R6.restore-migrate")
-    harness.wait_for_file(marker)
-    started = time.time()
+    harness.wait_for_file(demo.slow_marker_path(project), seconds=300)
     restore = dict(project_args, state="restore", src=taken["backup"]["path"])
     refused = harness.watched_run(db, "db_backup", dict(restore, lock_timeout=1),
                                   "R6.restore-migrate")
     assert refused.get("failed") is True, refused.get("msg")
     assert "could not take the lock" in refused["msg"], refused["msg"]
     assert migrating.is_alive(), "the migrate ended before the refused restore: no overlap"
-    waiting, waited = in_thread(harness.watched_run, db, "db_backup", dict(restore, lock_timeout=240),
+    waiting, waited = in_thread(harness.watched_run, db, "db_backup", dict(restore, lock_timeout=600),
                                 "R6.restore-migrate")
+    deadline = time.time() + 300
+    while not lock_waiters(db) and time.time() < deadline and waiting.is_alive():
+        time.sleep(0.2)
+    seen_waiting = lock_waiters(db)
+    assert seen_waiting and migrating.is_alive(), "the restore was never seen waiting for the lock"
+    time.sleep(2)  # it keeps waiting while the migration runs
+    assert waiting.is_alive() and migrating.is_alive()
+    release.write_text("go")
     migrating.join(300)
     waiting.join(300)
     guard = migrated["result"]
     assert not guard.get("failed"), guard.get("msg")
-    assert "books.%s" % slow in str(guard.get("applied")), guard.get("applied")
+    assert "books.%s" % gated in str(guard.get("applied")), guard.get("applied")
     restored = waited["result"]
     assert not restored.get("failed"), restored.get("msg")
-    # It waited for the migrate: its lock came after the guard let go.
-    assert restored["lock"]["waited"] > 3, restored["lock"]
-    assert time.time() - started > 10
-    # Consistent: exactly the backup (no column 'processed', no row of the slow migration).
+    # It waited for the migrate: its lock came after the guard let go, so the safety backup it
+    # took under the lock holds the migrated database (the gated migration's row).
+    assert restored["lock"]["waited"] > 2, restored["lock"]
+    with open(restored["safety_backup"]["path"] + ".json") as handle:
+        safety = json.load(handle)
+    assert ["books", gated] in safety["migrations"], safety["migrations"]
+    # Consistent: exactly the backup (no column 'processed', no row of the gated migration).
     after = state_of(db)
     assert after == at_backup
     assert not any("processed" in column for column in after["columns"])
-    assert not any(slow in row for row in after["migrations"])
-    case.message = "refused with lock_timeout 1: %s | waited %ss, then restored exactly the " \
-                   "backup after the migrate" % (refused["msg"][:140], restored["lock"]["waited"])
+    assert not any(gated in row for row in after["migrations"])
+    case.message = "refused with lock_timeout 1: %s | the next one waited %ss for the migrate, " \
+                   "then restored exactly the backup" % (refused["msg"][:140],
+                                                          restored["lock"]["waited"])
 
 
 # -- media filesystem full ---------------------------------------------------------------------
