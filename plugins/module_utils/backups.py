@@ -288,12 +288,13 @@ class BackupStore:
                 continue
             found.append(manifest)
         if damaged and strict:
+            whose = backup_identity.describe_identity(database) if database else "label %s" % label
             raise BackupError(
-                "damaged backup manifest(s) among the backups of %s in %s: %s. Nothing was "
-                "chosen, restored or removed: which backup is the newest cannot be told while "
-                "one cannot be read. Repair or remove those manifests (and their backup files), "
-                "or give src" % (backup_identity.describe_identity(database) if database
-                                 else "label %s" % label, self.directory, "; ".join(sorted(damaged))),
+                "damaged backup manifest(s) among the backups of %s in %s: %s. No backup was "
+                "chosen, restored or removed, and the database was not changed (which backup is "
+                "the newest cannot be told while one cannot be read). Repair or remove those "
+                "manifests (and their backup files), then run again; a restore can also name its "
+                "backup (src)" % (whose, self.directory, "; ".join(sorted(damaged))),
                 damaged=sorted(damaged), directory=self.directory)
         return backup_identity.newest_first(found)
 

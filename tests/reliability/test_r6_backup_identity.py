@@ -330,3 +330,29 @@ def test_another_projects_run_marker_does_not_refuse_this_one(
     assert "lock left by host %s, pid %s" % (socket.gethostname(), holder) in warnings, warnings
     assert applied(first_db) == sorted(first_before + ["books.%s" % slow])
     assert not os.path.exists(marker)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_guarded_keep_with_a_damaged_manifest_of_its_database_migrates_nothing(
+        case, engine, fresh_database, tmp_path):
+    case("R6", engine, "guarded migrate with keep, a damaged manifest among its database's "
+                       "backups: refused naming it, nothing migrated, nothing removed")
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    backups = str(tmp_path / "backups")
+    taken = harness.watched_run(db, "db_backup", demo.module_args(project, db, backup_dir=backups),
+                                "R6 guarded keep dump")
+    assert taken["failed"] is False, taken.get("msg")
+    manifest = taken["backup"]["path"] + ".json"
+    with open(manifest, "w") as handle:
+        handle.write("{")
+    demo.add_composite_index_migration(project)
+    applied_before = sql(db, "SELECT count(*) FROM django_migrations;").strip()
+
+    result = harness.guarded(db, project, tmp_path, "R6 guarded keep", keep=1)
+
+    case.message = result.get("msg", "")
+    assert result["failed"] is True and os.path.basename(manifest) in result["msg"], result
+    assert "database was not changed" in result["msg"], result["msg"]
+    assert sql(db, "SELECT count(*) FROM django_migrations;").strip() == applied_before
+    assert os.path.exists(manifest) and os.path.exists(taken["backup"]["path"])
