@@ -11,7 +11,7 @@ import pytest
 
 import demo
 from ansible_run import run_module
-from test_playbooks import START_STOP_DAEMON, App, apps, commit, inventory, playbook, release_repo  # noqa: F401 - apps is a fixture
+from test_playbooks import START_STOP_DAEMON, App, apps, commit, inventory, playbook, release_repo, reports, wait_for  # noqa: F401 - apps is a fixture
 
 # A tiny package the offline mirror has (requirements/tools.txt pins it).
 PACKAGE = "iniconfig==2.3.1"
@@ -204,8 +204,16 @@ def test_a_release_that_adds_a_package_deploys_on_its_own_venv_and_a_failed_one_
     assert "migration books.%s failed" % failing in output, output[-4000:]
     assert task_status(output, BUILD_TASK) == "changed", output
     venvs = [name for name in os.listdir(app.releases) if name != "current"]
-    assert len(venvs) == 2  # release-3's venv was built (and was switched to inside the window)
+    assert len(venvs) == 2  # release-3's venv was built
+    venv_3 = os.path.join(app.releases, [name for name in venvs if name != os.path.basename(venv_2)][0])
+    # ... switched to inside the window (the report of the failed run records each step) ...
+    failed = reports(app)[-1]
+    assert failed["result"] == "failed"
+    steps = failed["migrations"][0]["service_window"]
+    assert [(step["step"], step["target"]) for step in steps if step.get("link")] == [
+        ("code", venv_3), ("code_back", venv_2)], steps
     assert os.readlink(app.link) == venv_2  # ... and back
     assert app.server_python() == os.path.join(app.link, "bin", "python")
+    wait_for(app.url("/health/"))  # started in the background, after the link went back
     assert app.get("/health/") == (200, "ok")
     assert app.head_revision() == shas["release-2"]
