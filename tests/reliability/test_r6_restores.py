@@ -10,6 +10,7 @@ the servers' admin clients (or Python's sqlite3).
 import hashlib
 import json
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -20,8 +21,10 @@ import pytest
 
 import demo
 import harness
-from databases import mysql_admin_sql, pg_admin_sql
-from runner_double import execute
+from databases import LiveDatabase, mysql_admin_sql, pg_admin_sql
+from runner_double import engine_of, execute, make_runner
+
+from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 
 ENGINES = harness.ENGINES
 BIG_ROWS = 200000
@@ -541,3 +544,37 @@ def test_mysql_swap_keeps_foreign_keys_views_triggers_and_routines(case, fresh_d
         "information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = '%s';" % db.name))
     assert references == ["%s\tauthor" % db.name]
     case.message = result["msg"][:200]
+
+
+def test_mysql_restore_without_the_privilege_for_a_scratch_database(case, fresh_database,
+                                                                    tmp_path):
+    case("R6", "mysql", "restore by a user who may not create the scratch database")
+    db = fresh_database("mysql")
+    fill(db, rows=1000)
+    backup = dumped(db, tmp_path, "R6.no-create")
+    at_backup = state_of(db)
+    change_after_backup(db)
+    before = state_of(db)
+    user, password = "r6_%s" % secrets.token_hex(4), secrets.token_urlsafe(12)
+    exact = db.name.replace("_", "\\_")  # a grant on this one database only, no wildcard
+    mysql_admin_sql("CREATE USER '{u}'@'%' IDENTIFIED BY '{p}'; CREATE USER '{u}'@'localhost' "
+                    "IDENTIFIED BY '{p}'; GRANT ALL ON `{d}`.* TO '{u}'@'%'; GRANT ALL ON "
+                    "`{d}`.* TO '{u}'@'localhost';".format(u=user, p=password, d=exact))
+    try:
+        narrow = LiveDatabase("mysql", db.name, db.host, db.port, user, password)
+        result = harness.watched_run(narrow, "db_backup", backup_args(
+            narrow, tmp_path, state="restore", src=backup["path"]), "R6.no-create")
+        assert result.get("failed") is True, result.get("msg")
+        assert "cannot create the scratch database" in result["msg"], result["msg"]
+        assert "restore_method" in result["msg"] and "was not changed" in result["msg"]
+        assert state_of(db) == before
+        # The engine's default (the guard's and the reset's restores) falls back to in place.
+        engine = engine_of(narrow)
+        BackupStore(os.path.dirname(backup["path"]), make_runner()).restore(backup["path"], engine)
+        assert engine.last_restore_method == "in_place"
+        assert state_of(db) == at_backup
+        assert side_databases(db) == []
+    finally:
+        mysql_admin_sql("DROP USER IF EXISTS '{u}'@'%'; DROP USER IF EXISTS '{u}'@'localhost';"
+                        .format(u=user))
+    case.message = result["msg"][:300]

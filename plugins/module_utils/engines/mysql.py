@@ -75,6 +75,8 @@ SANDBOX_FILTER = r"1{/^\/\*M!999999/d;}"
 # in the processlist; short, because a server notices a vanished client only between queries.
 HOLDER_SLEEP = 0.5
 RELAY_CHUNK = 1024 * 1024
+# Seconds the swap's RENAME TABLE waits for metadata locks the application holds.
+SWAP_LOCK_WAIT = 120
 
 
 def option_value(value):
@@ -122,8 +124,11 @@ class MysqlEngine(Engine):
         # None: ask the client's version; tests force True/False.
         self.filter_sandbox = None
         # "swap": load into a scratch database and swap it in; "in_place": the dump runs in
-        # the database itself (see restore).
-        self.restore_method = "swap"
+        # the database itself; "auto": swap, in place when the user may not create the scratch
+        # database (the guard's restore after a failed migrate must not depend on that
+        # privilege). db_backup sets its restore_method option (see restore).
+        self.restore_method = "auto"
+        self.last_restore_method = None
         if str(connection.name or "").startswith("-"):
             raise EngineError("refusing the MySQL database name %r (it starts with '-')"
                               % connection.name)
@@ -287,13 +292,17 @@ class MysqlEngine(Engine):
         scratch database's definitions right after the swap, in the same client script (a
         kill in that moment leaves the restored tables with some of them missing).
         ``restore_method = "in_place"``: the earlier way, empty the database and run the dump
-        in it (no CREATE privilege needed; a failure leaves it partly restored).
+        in it (no CREATE privilege needed; a failure leaves it partly restored). "auto" swaps
+        unless the server refuses the scratch database for lack of privileges, and then
+        restores in place; ``last_restore_method`` says which ran.
         """
         self.check_format(fmt)
+        if self.restore_method not in ("swap", "in_place", "auto"):
+            raise EngineError("unknown restore_method %r (swap, in_place or auto)"
+                              % self.restore_method)
+        self.last_restore_method = "in_place" if self.restore_method == "in_place" else "swap"
         if self.restore_method == "in_place":
             return self._restore_in_place(src)
-        if self.restore_method != "swap":
-            raise EngineError("unknown restore_method %r (swap or in_place)" % self.restore_method)
         token = secrets.token_hex(4)
         scratch = side_database_name(self.connection.name, "restore", token)
         old = side_database_name(self.connection.name, "old", token)
@@ -312,6 +321,10 @@ class MysqlEngine(Engine):
                                                     FUNCTION=[], EVENT=[]))
         except BaseException as error:
             self._drop_sides(made)
+            if (isinstance(error, EngineError) and not made and self.restore_method == "auto"
+                    and error.details.get("privilege")):
+                self.last_restore_method = "in_place"
+                return self._restore_in_place(src)
             if isinstance(error, EngineError):
                 raise EngineError("%s. Nothing was swapped in: %s was not changed." % (
                     error.msg.rstrip("."), self.describe()), stderr=error.details.get("stderr"))
@@ -378,7 +391,7 @@ class MysqlEngine(Engine):
                 "database's name followed by anything), or restore with restore_method "
                 "in_place (not all-or-nothing)" % (name, error.msg.rstrip("."),
                                                    self.connection.user, self.connection.name),
-                stderr=error.details.get("stderr"))
+                stderr=error.details.get("stderr"), privilege=_is_privilege_error(error))
 
     def _drop_sides(self, names):
         for name in names:
@@ -424,8 +437,11 @@ class MysqlEngine(Engine):
                     for item, line in zip(wanted, lines))
 
     def _swap(self, scratch, old, target_objects, scratch_objects, definitions, target_triggers):
+        # The RENAME waits for the application's open transactions on the tables; bounded
+        # (the guard sets its own bound through the client's option file).
+        lock_wait = None if getattr(self, "restore_lock_wait", None) else SWAP_LOCK_WAIT
         before, after = swap_scripts(self.connection.name, scratch, old, target_objects,
-                                     scratch_objects, definitions)
+                                     scratch_objects, definitions, lock_wait)
         try:
             self.sql(before, action="swapping the restored tables in")
         except EngineError as error:
@@ -648,6 +664,11 @@ def _relay_dump(source, write_fd):
     except BrokenPipeError:
         return False  # the client stopped at an error: it is reported
     return MysqlDump.trailer in tail
+
+
+def _is_privilege_error(error):
+    text = "%s %s" % (error.msg, error.details.get("stderr") or "")
+    return bool(re.search(r"\b(1044|1142|1227)\b|access denied", text, re.IGNORECASE))
 
 
 def _like_prefix(text):

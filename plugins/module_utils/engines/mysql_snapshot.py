@@ -365,7 +365,8 @@ def _with_mode(statement, mode):
     return text + statement.rstrip().rstrip(";") + SWAP_DELIMITER + "\n"
 
 
-def swap_scripts(target, scratch, old, target_objects, scratch_objects, definitions):
+def swap_scripts(target, scratch, old, target_objects, scratch_objects, definitions,
+                 lock_wait=None):
     """(before, after): the two client scripts of the swap, run with the target as the
     current database.
 
@@ -373,9 +374,13 @@ def swap_scripts(target, scratch, old, target_objects, scratch_objects, definiti
     and renames the tables in one statement. ``after`` puts the restored views, triggers,
     routines and events in place of the target's (views cannot move between databases;
     their text names no database, so it means the target's tables now). ``definitions``:
-    {(kind, name): (CREATE text, sql_mode)} of the scratch database's objects.
+    {(kind, name): (CREATE text, sql_mode)} of the scratch database's objects. ``lock_wait``:
+    the seconds the RENAME may wait for the application's metadata locks (None: the
+    session's own setting).
     """
-    before = ["SET SESSION lock_wait_timeout = 120;\n"]
+    before = []
+    if lock_wait:
+        before.append("SET SESSION lock_wait_timeout = %d;\n" % int(lock_wait))
     for name in target_objects["TRIGGER"]:
         before.append("DROP TRIGGER IF EXISTS %s.%s;\n" % (quote_identifier(target),
                                                            quote_identifier(name)))

@@ -55,10 +55,14 @@ def test_one_rename_statement_moves_every_table_both_ways():
 
 def test_a_database_of_tables_only_is_swapped_by_one_statement_and_nothing_after():
     before, after = swap_scripts("shop", "scratch", "old", empty_objects(TABLE=["a"]),
-                                 empty_objects(TABLE=["a"]), {})
-    assert [line for line in before.splitlines() if not line.startswith("SET SESSION")] == [
+                                 empty_objects(TABLE=["a"]), {}, lock_wait=120)
+    assert before.splitlines() == [
+        "SET SESSION lock_wait_timeout = 120;",
         "RENAME TABLE `shop`.`a` TO `old`.`a`, `scratch`.`a` TO `shop`.`a`;"]
     assert after == ""
+    before, _after = swap_scripts("shop", "scratch", "old", empty_objects(TABLE=["a"]),
+                                  empty_objects(TABLE=["a"]), {})
+    assert "lock_wait_timeout" not in before
 
 
 def test_triggers_go_before_the_rename_and_come_back_after_it_with_their_sql_mode():
