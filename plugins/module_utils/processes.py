@@ -162,18 +162,22 @@ def still_running(process):
     """True while the process ``identity()`` described runs (not a zombie, not a new process
     with the same pid)."""
     pid = (process or {}).get("pid")
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid() or not pid_exists(pid):
         return False
+    started = process.get("started")
+    now = _start_ticks(pid)
+    return started is None or now is None or started == now
+
+
+def pid_exists(pid):
+    """True while a process ``pid`` runs on this host (anyone's)."""
     try:
         os.kill(pid, 0)
     except OSError as error:
         if error.errno != 1:  # EPERM: it exists, it is someone else's
             return False
-    if _is_zombie(pid):  # killed, not reaped yet (e.g. under a container's init): runs no more
-        return False
-    started = process.get("started")
-    now = _start_ticks(pid)
-    return started is None or now is None or started == now
+    # Killed, not reaped yet (a zombie, e.g. under a container's init): it runs no more.
+    return not _is_zombie(pid)
 
 
 def _is_zombie(pid):

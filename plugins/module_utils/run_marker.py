@@ -73,7 +73,7 @@ def holder_alive(holder, hostname=None, pid_exists=None):
     """True when ``holder`` is a process that still runs on this host. Other hosts: False
     (we hold the lock, so their session is gone; we cannot look at their processes)."""
     hostname = hostname or socket.gethostname()
-    pid_exists = pid_exists or _pid_exists
+    pid_exists = pid_exists or processes.pid_exists
     if not holder or holder.get("host") != hostname:
         return False
     pid = holder.get("pid")
@@ -114,27 +114,6 @@ def wait_until_stopped(record, seconds, warn, working=None, clock=time.monotonic
         sleep(0.2)
         pids = working(record)
     return pids
-
-
-def _pid_exists(pid):
-    try:
-        os.kill(pid, 0)
-    except OSError as error:
-        if error.errno != 1:  # EPERM: it exists, it is someone else's
-            return False
-    # A killed process nobody has reaped yet (a zombie, e.g. under a container's init) still
-    # answers signal 0, but it runs no more.
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            # "pid (comm) state ...": comm may hold spaces and parentheses, state follows the
-            # last ")".
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (IOError, OSError, IndexError):
-        return False
 
 
 def takeover_decision(record, alive):

@@ -12,7 +12,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     PreflightRefused,
     RestoreFailed,
 )
-from ansible_collections.dbsafe.django.plugins.module_utils import run_marker
+from ansible_collections.dbsafe.django.plugins.module_utils import processes
 from ansible_collections.dbsafe.django.plugins.module_utils.run_marker import (
     RunMarker,
     holder_alive,
@@ -174,11 +174,11 @@ def test_a_killed_process_not_yet_reaped_is_not_alive():
     try:
         child.send_signal(signal.SIGKILL)
         deadline = time.time() + 10
-        while not run_marker._is_zombie(child.pid) and time.time() < deadline:
+        while not processes._is_zombie(child.pid) and time.time() < deadline:
             time.sleep(0.01)
-        assert run_marker._is_zombie(child.pid)
-        assert not run_marker._pid_exists(child.pid)
-        assert run_marker._pid_exists(os.getpid())
+        assert processes._is_zombie(child.pid)
+        assert not processes.pid_exists(child.pid)
+        assert processes.pid_exists(os.getpid())
     finally:
         child.wait()
 
