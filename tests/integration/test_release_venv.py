@@ -11,7 +11,7 @@ import pytest
 
 import demo
 from ansible_run import run_module
-from test_playbooks import START_STOP_DAEMON, App, apps, commit, inventory, playbook, release_repo, reports, wait_for  # noqa: F401 - apps is a fixture
+from test_playbooks import START_STOP_DAEMON, App, commit, inventory, playbook, release_repo, reports, wait_for
 
 # A tiny package the offline mirror has (requirements/tools.txt pins it).
 PACKAGE = "iniconfig==2.3.1"
@@ -158,7 +158,7 @@ BUILD_TASK = "Preflight | Build the wanted revision's virtualenv"
 
 @pytest.mark.skipif(not os.path.exists(START_STOP_DAEMON), reason="the app servers are run with start-stop-daemon")
 def test_a_release_that_adds_a_package_deploys_on_its_own_venv_and_a_failed_one_switches_back(
-        sqlite_database, tmp_path, apps):
+        sqlite_database, tmp_path, request):
     """release-2 adds requirements.txt (Django and a package the app did not have): the
     preflight builds its venv, the app starts on it. The same revision again builds nothing.
     release-3 changes the requirements and brings a failing migration: its venv is built, the
@@ -170,7 +170,7 @@ def test_a_release_that_adds_a_package_deploys_on_its_own_venv_and_a_failed_one_
     write(os.path.join(repo, "requirements.txt"), requirements)
     shas["release-2"] = commit(repo, "release-2 with its requirements", tag="release-2b")
     app = ReleaseApp("app1", tmp_path, sqlite_database, repo, version="release-2b")
-    apps.append(app)
+    request.addfinalizer(app.stop)
     app.running("release-1")
     hosts = {"django": {"app1": app.hostvars()}}
 
