@@ -251,7 +251,7 @@ class BackupJob:
         before anything is touched."""
         # The migrations as the database has them now, under the lock: the facts read at the
         # start are stale when the restore waited for a migrate.
-        migrations = self.applied() and engine.snapshot(content=False)["migrations"]
+        migrations = engine.snapshot(content=False)["migrations"]
         return self._store().write(
             label, engine, compression=self.params["compression"],
             migrations=migrations, media_root=media)

@@ -407,7 +407,10 @@ def test_restore_during_a_guarded_migrate_waits_or_refuses(case, engine, fresh_d
 
     migrating, migrated = in_thread(harness.guarded, db, project, tmp_path, "R6.restore-migrate")
     harness.wait_for_file(demo.slow_marker_path(project), seconds=300)
-    restore = dict(project_args, state="restore", src=taken["backup"]["path"])
+    # An explicit connection: with the project's options the module's own facts launch reads
+    # books_book's size, which on PostgreSQL waits behind the migration's ACCESS EXCLUSIVE
+    # lock before the restore ever asks for the run lock.
+    restore = backup_args(db, tmp_path, state="restore", src=taken["backup"]["path"])
     refused = harness.watched_run(db, "db_backup", dict(restore, lock_timeout=1),
                                   "R6.restore-migrate")
     assert refused.get("failed") is True, refused.get("msg")
