@@ -151,8 +151,9 @@ def risk_line(item):
     table = item.get("table") or "-"
     if size:
         table += " (%s)" % ", ".join(size)
+    reasons = "; ".join(item.get("reasons") or [])
     return "- **%s** %s: %s on %s: %s" % (item.get("level"), item.get("migration"), item.get("operation"), table,
-                                        "; ".join(item.get("reasons") or []))
+                                          reasons)
 
 
 def _cell(value):

@@ -362,10 +362,9 @@ def refusal(risks, max_risk):
     over = above(risks, max_risk)
     if not over:
         return None
+    level = highest([item["level"] for item in over])
+    listed = "; ".join("%s %s on %s: %s (%s)" % (item["migration"], item["operation"], item["table"] or "-",
+                                                 item["level"], item["reasons"][0] if item["reasons"] else "")
+                       for item in over)
     return ("the plan's risk is %s, above max_risk %s: %s; nothing was changed. Make the migrations safer "
-            "(see each reason) or raise max_risk to %s to go ahead"
-            % (highest([item["level"] for item in over]), max_risk,
-               "; ".join("%s %s on %s: %s (%s)" % (item["migration"], item["operation"], item["table"] or "-",
-                                                    item["level"], item["reasons"][0] if item["reasons"] else "")
-                         for item in over),
-               highest([item["level"] for item in over])))
+            "(see each reason) or raise max_risk to %s to go ahead" % (level, max_risk, listed, level))

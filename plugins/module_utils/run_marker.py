@@ -107,9 +107,9 @@ def wait_until_stopped(record, seconds, warn, working=None, clock=time.monotonic
     deadline = clock() + max(0, seconds)
     pids = working(record)
     if pids:
+        listed = ", ".join(str(pid) for pid in pids)
         warn("the run %s still runs (pid %s) though it no longer holds the migration lock; "
-             "waiting up to %d s for it to end" % (describe(record.get("holder")),
-                                                  ", ".join(str(pid) for pid in pids), seconds))
+             "waiting up to %d s for it to end" % (describe(record.get("holder")), listed, seconds))
     while pids and clock() < deadline:
         sleep(0.2)
         pids = working(record)

@@ -389,7 +389,7 @@ def _end_once_locked(db, process, seconds=240):
 @pytest.mark.parametrize("outlives", [False, True], ids=["ends-while-waited-for", "outlives-the-wait"])
 @pytest.mark.parametrize("engine", ("postgresql", "mysql"))
 def test_a_run_finding_the_last_runs_interpreter_still_working(case, engine, outlives,
-                                                                fresh_database, tmp_path):
+                                                               fresh_database, tmp_path):
     case("R6", engine, "the run marker's interpreter still runs (a stand-in process; the "
                        "lifeline makes a real orphan last a fraction of a second): the next run "
                        + ("refuses after lock_timeout, changing nothing" if outlives else

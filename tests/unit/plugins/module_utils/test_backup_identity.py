@@ -16,8 +16,9 @@ PROD = {"engine": "postgresql", "host": "127.0.0.1", "port": 5432, "name": "shop
 STAGING = dict(PROD, server="postgresql:222")  # same address and name, another machine
 
 
-def manifest(identity=PROD, sequence=None, created_at="2026-12-07T01:00:00.000000Z",
+def manifest(identity=None, sequence=None, created_at="2026-12-07T01:00:00.000000Z",
              name="default-shop-postgresql-20261207T010000000000Z.pgdump", legacy=False):
+    identity = identity or PROD
     made = {"file": name, "label": "default-shop", "engine": identity["engine"],
             "database": identity["name"], "host": identity["host"], "port": identity["port"],
             "created_at": created_at}

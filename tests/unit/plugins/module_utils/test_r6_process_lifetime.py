@@ -140,10 +140,13 @@ def test_the_interpreter_stops_when_the_module_is_gone():
 
 RECORD = {"phase": "backup", "holder": {"host": HERE, "pid": 4242, "since": "2026-01-01T10:00:00Z"},
           "workers": [{"pid": 4343, "started": 7}]}
+MIGRATING = dict(RECORD)
+MIGRATING["phase"] = "migrating"
 
 
 def test_live_workers_only_on_this_host_and_only_running_ones():
-    running = lambda worker: worker["pid"] == 4343  # noqa: E731
+    def running(worker):
+        return worker["pid"] == 4343
     assert run_marker.live_workers(RECORD, hostname=HERE, still_running=running) == RECORD["workers"]
     assert run_marker.live_workers(RECORD, hostname=HERE, still_running=lambda w: False) == []
     assert run_marker.live_workers(RECORD, hostname="elsewhere", still_running=running) == []
@@ -184,7 +187,7 @@ def test_take_over_waits_for_an_orphan_still_working_then_goes_on(tmp_path):
 
 def test_take_over_refuses_while_an_orphan_still_works_after_the_wait(tmp_path):
     marker = RunMarker(str(tmp_path), "x")
-    marker.write(**dict(RECORD, phase="migrating"))
+    marker.write(**MIGRATING)
     with pytest.raises(PreflightRefused) as raised:
         take_over(marker, {}, None, None, lambda message: None, wait=0,
                   working=lambda record: [4343])
