@@ -214,7 +214,7 @@ class SilentServer:
     def _accept(self):
         while True:
             try:
-                connection, _ = self.socket.accept()
+                connection, _address = self.socket.accept()
             except OSError:
                 return
             self.accepted.append(connection)

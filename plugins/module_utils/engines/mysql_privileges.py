@@ -97,7 +97,7 @@ def _on(value):
 def _same_account(definer, user):
     """DEFINER 'app@%' and CURRENT_USER() 'app@%' (quotes and case of the host aside)."""
     def parts(text):
-        name, _, host = (text or "").replace("`", "").replace("'", "").rpartition("@")
+        name, _at, host = (text or "").replace("`", "").replace("'", "").rpartition("@")
         return name, host.lower()
     return parts(definer) == parts(user)
 
@@ -141,8 +141,7 @@ def restore_problems(access, where):
             "user %s cannot re-create %d object(s) of %s defined by another account (re-creating "
             "them needs the SET USER privilege), so a restore as this user would drop them and "
             "fail: %s. Re-create them with DEFINER=CURRENT_USER as this user, or connect as a "
-            "user with SET USER (a privileged restore connection)" % (user, len(foreign), where,
-                                                                       listed))
+            "user with SET USER (a privileged restore connection)" % (user, len(foreign), where, listed))
     needed = list(BASE_PRIVILEGES)
     for item in access["objects"]:
         needed += [p for p in KIND_PRIVILEGES.get(item["type"], ()) if p not in needed]

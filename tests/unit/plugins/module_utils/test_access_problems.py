@@ -100,7 +100,7 @@ def test_mysql_option_file_bounds_connecting_and_the_restore_lock_wait():
     from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql import MysqlEngine
     engine = MysqlEngine(Connection("mysql", "shop", "db1", 3306, "app", "pw"), runner=None)
     text = engine.option_file_text()
-    client, _, own = text.partition("[mysql]\n")
+    client, _group, own = text.partition("[mysql]\n")
     # mariadb-dump reads [client] and refuses connect-timeout: only the client's group has it.
     assert "connect-timeout" not in client and "connect-timeout=10" in own
     assert "lock_wait_timeout" not in text
