@@ -32,7 +32,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
 from ansible_collections.dbsafe.django.plugins.module_utils.timings import Timings
 from ansible_collections.dbsafe.django.plugins.module_utils.processes import (
     Background,
-    Interrupted,
     interruptions,
 )
 
@@ -486,14 +485,8 @@ class GuardedMigrate:
 
 
 def _say_interrupted(error):
-    """A run that was interrupted says so first, then what happened and the database's state
-    (the error's own message: restored and proven, refused, failed...)."""
-    if not interruptions.causes or isinstance(error, Interrupted):
-        return
-    error.msg = "%s (the guard stopped the project's interpreter): %s%s" % (
-        interruptions.describe(), error.msg, interruptions.restore_note())
-    error.args = (error.msg,)
-    error.details["interrupted"] = list(interruptions.causes)
+    """A run that was interrupted says so first, then what happened and the database's state."""
+    interruptions.annotate(error, "the guard stopped the project's interpreter")
 
 
 def _row_summary(changes):

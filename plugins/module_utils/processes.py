@@ -330,6 +330,15 @@ class Interruptions:
                 "its end)" % ", ".join(name if count == 1 else "%s (%d times)" % (name, count)
                                        for name, count in counted))
 
+    def annotate(self, error, stopped):
+        """An interrupted run's failure says so first (``stopped``: what the module stopped),
+        then its own message (restored and proven, refused, failed...) and the restore's note."""
+        if not self.causes or isinstance(error, Interrupted):
+            return
+        error.msg = "%s (%s): %s%s" % (self.describe(), stopped, error.msg, self.restore_note())
+        error.args = (error.msg,)
+        error.details["interrupted"] = list(self.causes)
+
     def check(self, state):
         """Raise Interrupted if a stop was asked; ``state``: the database's state now."""
         if self.causes:
