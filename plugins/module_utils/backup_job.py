@@ -14,6 +14,7 @@ import time
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
 from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_restore import restore_backup
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import interruptions
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
 from ansible_collections.dbsafe.django.plugins.module_utils.connection import Connection
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
@@ -162,17 +163,21 @@ class BackupJob:
             lock = {"holder": holder, "waited": round(time.time() - lock_started, 3)}
             if not created and self.params.get("safety_backup", True):
                 safety = self._safety_backup_or_refuse(engine, label, media)
-            restore_backup(store, manifest, engine, jobs=self.params["jobs"], media_root=media,
-                           safety=safety)
+            # Once the restore runs it goes to its end: a signal then is noted, not obeyed
+            # (each engine's restore is all-or-nothing; stopping half-way gains nothing).
+            with interruptions.in_mode("finish"):
+                restore_backup(store, manifest, engine, jobs=self.params["jobs"], media_root=media,
+                               safety=safety)
         return {"changed": True, "restored": True, "backup": public_manifest(manifest),
+                "interrupted": list(interruptions.during_finish),
                 "lock": lock,
                 "media_restored": media is not None,
                 "restored_into_other_database": into_other,
                 "safety_backup": public_manifest(safety) if safety else None,
-                "msg": "restored %s into %s%s%s" % (
+                "msg": "restored %s into %s%s%s%s" % (
                     manifest["file"], engine.describe(), self._notes(manifest, into_other),
                     "; what it overwrote is in the safety backup %s" % safety["path"]
-                    if safety else "")}
+                    if safety else "", interruptions.restore_note())}
 
     def verify(self, engine):
         store = self._store(create=False)

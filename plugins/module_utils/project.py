@@ -175,9 +175,10 @@ class DjangoProject:
         """introspect's ``result`` from a CommandResult, or a ProjectError saying why not."""
         answer = _parse_answer(result.stdout)
         if answer is None:
+            said = _tail(result.stderr or result.stdout)
             raise ProjectError(
-                "the project's interpreter %s %s without an answer: %s"
-                % (self.interpreter, exit_status(result.rc), _tail(result.stderr or result.stdout)),
+                "the project's interpreter %s %s without an answer%s"
+                % (self.interpreter, exit_status(result.rc), (": " + said) if said else " (it printed nothing)"),
                 rc=result.rc,
             )
         if not answer["ok"]:

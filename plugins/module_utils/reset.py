@@ -29,6 +29,8 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     MigrationFailed,
     RestoreFailed,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils import processes
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import interruptions
 from ansible_collections.dbsafe.django.plugins.module_utils.timings import Timings
 
 MODES = ("data", "schema")
@@ -48,12 +50,25 @@ class Reset:
         self.check_mode = check_mode
         self.warn = warn or (lambda message: None)
         self.timings = Timings()
+        self.session = None
         self.result = {"changed": False, "mode": params["mode"], "backup": None,
                        "steps": [], "restored": False, "database": None}
 
     def run(self):
         started = time.time()
-        with self.project.session() as session:
+        try:
+            return self._run(started)
+        except DbsafeError as error:
+            interruptions.annotate(error, "the reset stopped the project's interpreter")
+            raise
+
+    def _run(self, started):
+        # An interruption (SIGINT/SIGTERM/SIGHUP, the caller gone; processes.Interruptions)
+        # ends the project's interpreter: the step in flight fails and the safety backup is
+        # restored, like any failed step; between steps, ``check`` does the same.
+        with interruptions.in_mode("stop"), interruptions.stopping(self._stop_interpreter), \
+                self.project.session() as session:
+            self.session = session
             before = self.timings.run("introspect", session.facts, database=self.params["database"],
                                       pending=False)
             connection = self.project.connection(before)
@@ -69,10 +84,13 @@ class Reset:
             with engine.lock(timeout=self.params["lock_timeout"]) as holder:
                 self.result["lock"] = {"holder": holder}
                 backup = self._safety_backup(engine, before) if exists else None
+                interruptions.check("the database was not changed")
                 self.result["changed"] = True
                 try:
                     self._wipe(session, engine, exists)
+                    interruptions.check("wiped")
                     self._migrate(session)
+                    interruptions.check("migrated")
                     self._load_fixtures(session)
                 except DbsafeError as error:
                     raise self._put_back(engine, backup, error)
@@ -92,6 +110,10 @@ class Reset:
         if self.params["fixtures"]:
             steps.append("loaddata %s" % " ".join(self.params["fixtures"]))
         return steps
+
+    def _stop_interpreter(self):
+        if self.session is not None:
+            processes.kill_group(self.session.process.proc)
 
     def _safety_backup(self, engine, before):
         if not self.params["backup"]:
@@ -144,7 +166,8 @@ class Reset:
                 failed_step=step, restored=False)
         try:
             store = BackupStore(self.params["backup_dir"], self.runner)
-            self.timings.run("restore", store.restore, backup["path"], engine)
+            with interruptions.in_mode("finish"):  # a restore under way goes to its end
+                self.timings.run("restore", store.restore, backup["path"], engine)
         except DbsafeError as restore_error:
             return RestoreFailed(
                 "%s Restoring the safety backup ALSO FAILED: %s. The database is in an unknown "

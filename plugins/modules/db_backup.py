@@ -299,6 +299,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import BackupJob
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import DbsafeError
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import interruptions
 from ansible_collections.dbsafe.django.plugins.module_utils.module_support import (
     fail_with,
     project_for,
@@ -354,10 +355,16 @@ def main():
         module.fail_json(msg="jobs must be 1 or more")
     runner = runner_for(module)
     project = project_for(module, runner) if module.params["project_path"] else None
+    # SIGINT/SIGTERM/SIGHUP or the caller gone (Ansible's task timeout): before a restore
+    # touches the database the run stops, unchanged; a restore under way finishes first.
+    interruptions.install()
     try:
         result = BackupJob(module.params, runner, project, module.check_mode).run()
     except DbsafeError as error:
+        interruptions.mode = "finish"  # the outcome is known: report it, whatever comes now
+        error.msg += interruptions.restore_note()
         fail_with(module, error)
+    interruptions.mode = "finish"
     module.exit_json(**result)
 
 

@@ -139,6 +139,7 @@ launches:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import DbsafeError
+from ansible_collections.dbsafe.django.plugins.module_utils.processes import interruptions
 from ansible_collections.dbsafe.django.plugins.module_utils.module_support import (
     fail_with,
     project_for,
@@ -172,10 +173,15 @@ def main():
     runner = runner_for(module)
     reset = Reset(project_for(module, runner), runner, module.params,
                   check_mode=module.check_mode, warn=module.warn)
+    # SIGINT/SIGTERM/SIGHUP or the caller gone (Ansible's task timeout): the step in flight
+    # stops and the safety backup is restored before the task fails, saying so.
+    interruptions.install()
     try:
         result = reset.run()
     except DbsafeError as error:
+        interruptions.mode = "finish"  # the outcome is known: report it, whatever comes now
         fail_with(module, error, **reset.result)
+    interruptions.mode = "finish"
     module.exit_json(**result)
 
 
