@@ -186,6 +186,9 @@ attributes:
     support: full
     description: The list of backups of this database before and after.
 notes:
+  - C(SIGINT), C(SIGTERM), C(SIGHUP) or the task's caller going away (an Ansible task C(timeout)) before a
+    restore touches the database stop the run with nothing changed; once the restore runs it goes to its end
+    (each engine's restore is all-or-nothing) and the result lists them in RV(interrupted).
   - A backup belongs to the database it was taken from. Its manifest records that database
     (C(instance) - engine, host, port, name and the server's own identity - PostgreSQL's
     C(system_identifier), MySQL's C(server_uuid), MariaDB's C(server_uid), for SQLite the host
@@ -285,6 +288,13 @@ restored_into_other_database:
   description: Whether the backup was taken from another database than the one restored into (see O(allow_other_database)).
   returned: when state is restore
   type: bool
+interrupted:
+  description:
+    - The signals (C(SIGINT), C(SIGTERM), C(SIGHUP)) or the caller going away that arrived while the restore
+      ran; the restore went on to its end regardless.
+  returned: when state is restore
+  type: list
+  elements: str
 verified:
   description: True when the backup is complete and intact.
   returned: when state is verify
