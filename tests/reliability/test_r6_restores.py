@@ -240,6 +240,20 @@ def kill_when_running(words, killed, delay, timeout=240):
         time.sleep(0.02)
 
 
+def module_above(pid):
+    """The db_backup module process that ``pid`` runs under (None: not found)."""
+    while pid > 1:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as handle:
+                if b"AnsiballZ_db_backup" in handle.read():
+                    return pid
+            with open("/proc/%d/stat" % pid) as handle:
+                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+    return None
+
+
 def wait_until_gone(words, seconds=120):
     deadline = time.time() + seconds
     while processes_matching(*words) and time.time() < deadline:
@@ -292,14 +306,16 @@ def test_restore_killed_leaves_the_database_as_before_or_restored(case, engine, 
     modules = []
 
     def kill_module():
-        kill_when_running(loader_words(db), [], 0.0)
-        time.sleep(0.4)
-        for pid in processes_matching("AnsiballZ_db_backup"):
-            try:
-                os.kill(pid, signal.SIGKILL)
-                modules.append(pid)
-            except OSError:
-                pass
+        deadline = time.time() + 240
+        while time.time() < deadline and not modules:
+            for loader in processes_matching(*loader_words(db)):
+                module = module_above(loader)
+                if module is not None:
+                    time.sleep(0.2)
+                    os.kill(module, signal.SIGKILL)
+                    modules.append(module)
+                    return
+            time.sleep(0.02)
     killer = threading.Thread(target=kill_module, daemon=True)
     killer.start()
     harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
