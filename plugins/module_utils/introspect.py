@@ -709,35 +709,76 @@ def table_stats(connection, entry, tables):
     quote = connection.ops.quote_name
     existing = set(connection.introspection.table_names())
     wanted = [table for table in tables if table in existing]
-    with connection.cursor() as cursor:
+    with connection.cursor() as cursor, _short_lock_waits(connection, cursor):
         for table in wanted:
-            rows, size = None, None
-            if connection.vendor == "postgresql":
-                cursor.execute("SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), pg_relation_size(c.oid) "
-                               "FROM pg_class c WHERE c.oid = to_regclass(%s)", [quote(table)])
-                found = cursor.fetchone()
-                if found:
-                    rows, size, heap = found
-                    if rows < 0 or (rows == 0 and heap > 0):  # never analysed
-                        rows = None if heap > COUNT_BELOW_BYTES else _count(cursor, quote(table))
-            elif connection.vendor == "mysql":
-                cursor.execute("SELECT TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH, DATA_LENGTH FROM information_schema.tables "
-                               "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", [table])
-                found = cursor.fetchone()
-                if found:
-                    rows, size, data = int(found[0] or 0), int(found[1] or 0), int(found[2] or 0)
-                    if rows == 0 and data > 16384 and data < COUNT_BELOW_BYTES:  # statistics not updated yet
-                        rows = _count(cursor, quote(table))
-            else:
-                rows = _count(cursor, quote(table))
-                try:
-                    cursor.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = %s", [table])
-                    size = cursor.fetchone()[0]
-                except Exception:  # SQLite built without the dbstat table
-                    size = None
-            stats[table] = {"rows": None if rows is None else int(rows),
-                            "bytes": None if size is None else int(size)}
+            try:
+                stats[table] = _one_table_stats(connection, cursor, quote, table)
+            except Exception as error:  # behind another session's lock: an estimate is not worth a wait
+                stats[table] = {"rows": None, "bytes": None, "error": "%s: %s" % (error.__class__.__name__, error)}
     return stats
+
+
+# Reading a table's size or count waits behind another session's exclusive lock on it (a
+# migrate under way, a long ALTER): the facts give up on that table after this many seconds.
+STATS_LOCK_WAIT = 1
+
+
+class _short_lock_waits:
+    """PostgreSQL ``lock_timeout`` / MySQL ``lock_wait_timeout`` (metadata locks) of this
+    session bounded while the stats are read, put back afterwards."""
+
+    def __init__(self, connection, cursor):
+        self.vendor, self.cursor, self.previous = connection.vendor, cursor, None
+
+    def __enter__(self):
+        if self.vendor == "postgresql":
+            self.cursor.execute("SELECT current_setting('lock_timeout')")
+            self.previous = self.cursor.fetchone()[0]
+            self.cursor.execute("SELECT set_config('lock_timeout', %s, false)", ["%ds" % STATS_LOCK_WAIT])
+        elif self.vendor == "mysql":
+            self.cursor.execute("SELECT @@SESSION.lock_wait_timeout")
+            self.previous = self.cursor.fetchone()[0]
+            self.cursor.execute("SET SESSION lock_wait_timeout = %s", [STATS_LOCK_WAIT])
+        return self
+
+    def __exit__(self, *exc_info):
+        if self.previous is None:
+            return False
+        if self.vendor == "postgresql":
+            self.cursor.execute("SELECT set_config('lock_timeout', %s, false)", [self.previous])
+        else:
+            self.cursor.execute("SET SESSION lock_wait_timeout = %s", [self.previous])
+        return False
+
+
+def _one_table_stats(connection, cursor, quote, table):
+    """{"rows", "bytes"} of one existing table (estimates from the catalog where there are)."""
+    rows, size = None, None
+    if connection.vendor == "postgresql":
+        cursor.execute("SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), pg_relation_size(c.oid) "
+                       "FROM pg_class c WHERE c.oid = to_regclass(%s)", [quote(table)])
+        found = cursor.fetchone()
+        if found:
+            rows, size, heap = found
+            if rows < 0 or (rows == 0 and heap > 0):  # never analysed
+                rows = None if heap > COUNT_BELOW_BYTES else _count(cursor, quote(table))
+    elif connection.vendor == "mysql":
+        cursor.execute("SELECT TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH, DATA_LENGTH FROM information_schema.tables "
+                       "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", [table])
+        found = cursor.fetchone()
+        if found:
+            rows, size, data = int(found[0] or 0), int(found[1] or 0), int(found[2] or 0)
+            if rows == 0 and data > 16384 and data < COUNT_BELOW_BYTES:  # statistics not updated yet
+                rows = _count(cursor, quote(table))
+    else:
+        rows = _count(cursor, quote(table))
+        try:
+            cursor.execute("SELECT SUM(pgsize) FROM dbstat WHERE name = %s", [table])
+            size = cursor.fetchone()[0]
+        except Exception:  # SQLite built without the dbstat table
+            size = None
+    return {"rows": None if rows is None else int(rows),
+            "bytes": None if size is None else int(size)}
 
 
 def _count(cursor, quoted):

@@ -3,6 +3,8 @@ one migration with every operation of the acceptance list against a filled books
 rows and size read back independently, and max_risk refusing with nothing changed."""
 import os
 import sqlite3
+import subprocess
+import time
 
 import pytest
 
@@ -164,6 +166,43 @@ def test_every_operation_has_its_engines_risk_and_the_live_table_size(filled):
     assert any("cannot be analysed" in reason for reason in by_name["runpython"]["reasons"])
     assert result["risk"] == "data_loss"
     assert result["ansible_facts"]["django_migrations"]["risks"] == result["risks"]
+
+
+@pytest.mark.parametrize("fixture", ["postgres_database", "mysql_database"])
+def test_a_table_locked_by_another_session_does_not_hold_up_the_facts(fixture, request, tmp_path):
+    """A migrate (or any ALTER) holding the table's exclusive lock: the facts give up on that
+    table's size after STATS_LOCK_WAIT instead of waiting behind it; the plan is still read."""
+    database = request.getfixturevalue(fixture)
+    engine = database.engine
+    project = demo.copy_demo(tmp_path)
+    demo.manage(project, database, "migrate")
+    write_risky_migration(project)
+    if engine == "postgresql":
+        argv = ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", database.host, "-p", str(database.port),
+                "-U", database.user, "-d", database.name]
+        env = dict(os.environ, PGPASSWORD=database.password or "")
+        lock = "BEGIN;\nLOCK TABLE books_book IN ACCESS EXCLUSIVE MODE;\nSELECT 'locked';\n"
+    else:
+        argv = ["mariadb", "--unbuffered", "--protocol=TCP", "-h", database.host, "-P", str(database.port), "-u", database.user,
+                "-N", "-B", database.name]
+        env = dict(os.environ, MYSQL_PWD=database.password or "")  # test-only
+        lock = "LOCK TABLES books_book WRITE;\nSELECT 'locked';\n"
+    holder = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        holder.stdin.write(lock)
+        holder.stdin.flush()
+        assert "locked" in holder.stdout.readline()
+        started = time.monotonic()
+        result = run_module("django_showmigrations", demo.module_args(project, database))
+        took = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert not result.get("failed"), result.get("msg")
+    assert took < 60, "the facts waited %.0f s behind the lock" % took
+    locked = [item for item in result["risks"] if item["table"] == "books_book"]
+    assert locked and all(item["rows"] is None for item in locked), locked
 
 
 def test_add_index_concurrently_is_safe_on_postgresql(postgres_database, tmp_path):
