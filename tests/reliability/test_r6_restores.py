@@ -274,8 +274,7 @@ def in_thread(function, *args, **kwargs):
 # -- restore killed -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("engine", ["mysql", "postgresql"])
-def test_restore_killed_leaves_the_database_as_before_or_restored(case, engine, fresh_database,
-                                                                 tmp_path):
+def test_restore_killed_leaves_the_database_as_before_or_restored(case, engine, fresh_database, tmp_path):
     case("R6", engine, "restore killed (its loading client, then the module itself)")
     db = fresh_database(engine)
     fill(db)
@@ -461,8 +460,7 @@ def test_restore_during_a_guarded_migrate_waits_or_refuses(case, engine, fresh_d
     assert not any("processed" in column for column in after["columns"])
     assert not any(gated in row for row in after["migrations"])
     case.message = "refused with lock_timeout 1: %s | the next one waited %ss for the migrate, " \
-                   "then restored exactly the backup" % (refused["msg"][:140],
-                                                          restored["lock"]["waited"])
+                   "then restored exactly the backup" % (refused["msg"][:140], restored["lock"]["waited"])
 
 
 # -- media filesystem full ---------------------------------------------------------------------

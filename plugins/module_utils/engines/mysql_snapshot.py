@@ -307,8 +307,7 @@ def unescape_batch(field):
         char = field[index]
         if char == "\\" and index + 1 < len(field):
             following = field[index + 1]
-            out.append({"n": "\n", "t": "\t", "0": "\0", "\\": "\\"}.get(following,
-                                                                        "\\" + following))
+            out.append({"n": "\n", "t": "\t", "0": "\0", "\\": "\\"}.get(following, "\\" + following))
             index += 2
             continue
         out.append(char)
