@@ -51,8 +51,9 @@ class DriftOptions:
     """The module's options that steer the check (plain attributes, defaults as documented)."""
 
     def __init__(self, database="default", fail_on_drift=False, scratch=None,
-                 ignore_tables=None):
+                 ignore_tables=None, lock_timeout=300):
         self.database = database
+        self.lock_timeout = lock_timeout
         self.fail_on_drift = fail_on_drift
         self.scratch = dict((k, v) for k, v in (scratch or {}).items() if v not in (None, ""))
         self.ignore_tables = list(ignore_tables or [])
@@ -63,6 +64,14 @@ class DriftFound(DbsafeError):
 
 
 # -- pure helpers -------------------------------------------------------------------------------
+
+def applied_rows(snapshot, launched):
+    """The applied migrations as ``app.name``, from the snapshot read under the lock (the ones
+    the project's launch read before it, ``launched``, where the snapshot has none)."""
+    if snapshot.get("migrations") is None:
+        return list(launched)
+    return ["%s.%s" % (row[0], row[1]) for row in snapshot["migrations"]]
+
 
 def ignored(table, patterns):
     return any(fnmatch.fnmatchcase(table, pattern) for pattern in patterns)
@@ -228,8 +237,12 @@ class SchemaDrift:
         if live.engine == "sqlite" and not live_result["database"].get("exists", True):
             raise ProjectError("sqlite database %s does not exist: there is no schema to check "
                                "(run migrate first)" % live.name, database=live.public())
-        applied = list(live_result["facts"]["applied_rows"])
-        live_snapshot = engine_for(live, self.runner).snapshot(content=False)
+        # Under the migration lock: a migrate or a restore under way would show half its work
+        # as drift. The applied migrations are read again with the schema, under that lock.
+        engine = engine_for(live, self.runner)
+        with engine.lock(timeout=options.lock_timeout):
+            live_snapshot = engine.snapshot(content=False)
+        applied = applied_rows(live_snapshot, live_result["facts"]["applied_rows"])
         scratch = ScratchDatabase(live, self.runner, options.scratch)
         try:
             with scratch:

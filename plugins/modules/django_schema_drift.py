@@ -45,6 +45,14 @@ options:
     type: list
     elements: str
     default: []
+  lock_timeout:
+    description:
+      - Seconds to wait for the migration lock (the one M(dbsafe.django.django_migrate_guarded),
+        M(dbsafe.django.db_backup) restores and M(dbsafe.django.django_reset) hold) before the live
+        schema is read, so a migrate or restore under way is never taken for drift. The lock is
+        held only while the live schema is read, not while the scratch database is built.
+    type: int
+    default: 300
   scratch_database:
     description:
       - Where the scratch database goes when the project's database user may not create one on
@@ -255,12 +263,15 @@ def main():
         fail_on_drift=dict(type="bool", default=False),
         ignore_tables=dict(type="list", elements="str", default=[]),
         scratch_database=dict(type="dict", options=SCRATCH_OPTIONS),
+        lock_timeout=dict(type="int", default=300),
     )
     module = AnsibleModule(argument_spec=argument_spec,
                            mutually_exclusive=PROJECT_MUTUALLY_EXCLUSIVE, supports_check_mode=True)
     params = module.params
+    if params["lock_timeout"] < 0:
+        module.fail_json(msg="lock_timeout must not be negative")
     options = DriftOptions(params["database"], params["fail_on_drift"],
-                           params["scratch_database"], params["ignore_tables"])
+                           params["scratch_database"], params["ignore_tables"], params["lock_timeout"])
     try:
         runner = runner_for(module)
         result = SchemaDrift(project_for(module, runner), runner, options, module.warn).run()

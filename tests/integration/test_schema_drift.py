@@ -159,6 +159,29 @@ def change_by_hand(db):
                     % (rebuilt, ";\n".join(kept)))
 
 
+def test_the_check_waits_for_a_migrate_under_way(database, tmp_path):
+    """The migration lock held (as a guarded migrate, a restore or a reset holds it): the check
+    does not read the live schema half-way through their work - it waits for the lock and,
+    after lock_timeout, fails naming the holder, changing nothing."""
+    db = database
+    project = demo.copy_demo(tmp_path)
+    demo.manage(project, db, "migrate")
+
+    with engine_of(db).lock(timeout=10):
+        started = time.monotonic()
+        refused = run_module(MODULE, demo.module_args(project, db, lock_timeout=2))
+        waited = time.monotonic() - started
+
+    assert refused["failed"] is True, refused.get("msg")
+    assert "could not take the lock" in refused["msg"] and "held by" in refused["msg"], refused["msg"]
+    assert waited >= 2, waited
+    assert scratch_databases(db) == []
+    result = run_module(MODULE, demo.module_args(project, db, lock_timeout=2))
+    assert not result["failed"], result.get("msg")
+    assert result["drift"] is False
+    assert_clean_run(result, db)
+
+
 def test_drift_is_detected_and_described(database, tmp_path):
     db = database
     project = demo.copy_demo(tmp_path)
