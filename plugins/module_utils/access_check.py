@@ -13,11 +13,25 @@ __metaclass__ = type
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import PreflightRefused
 
 
-def refuse_inaccessible(engine, restore=True, doing="migrate"):
-    """PreflightRefused listing ``engine.access_problems`` (nothing was changed), if any."""
-    problems = engine.access_problems(restore=restore)
+def refuse_inaccessible(engine, restore=True, doing="migrate", restore_engine=None):
+    """PreflightRefused listing ``engine.access_problems`` (nothing was changed), if any.
+
+    ``restore_engine``: the engine a restore would run through (a privileged restore login);
+    the restore check is then made for its user, the write check still for ``engine``'s.
+    """
+    restorer = restore_engine or engine
+    problems = engine.access_problems(restore=False)
+    restore_problems = []
+    if restore:
+        restore_problems = [problem for problem in restorer.access_problems(restore=True)
+                            if problem not in problems]
+    problems = problems + restore_problems
     if problems:
+        hint = ""
+        if restore_problems and restorer is engine:
+            hint = (" (or let a privileged account do the restores: set restore_login_user and "
+                    "restore_login_password)")
         raise PreflightRefused(
-            "refused to %s before touching the database: %s. The database was not changed."
-            % (doing, " | ".join(problems)),
+            "refused to %s before touching the database: %s%s. The database was not changed."
+            % (doing, " | ".join(problems), hint),
             problems=problems, database_changed=False)

@@ -122,3 +122,11 @@ class Connection:
         """The same server and credentials, another database (scratch / restore-into)."""
         return Connection(self.engine, name, self.host, self.port, self.user, self.password,
                           self.options, self.alias)
+
+    def as_user(self, user, password=None):
+        """The same database, logged in as ``user`` (e.g. the privileged account a restore runs
+        as); the original when no user is given. The password stays here, like the app's."""
+        if not user:
+            return self
+        return Connection(self.engine, self.name, self.host, self.port, user, password,
+                          self.options, self.alias)
