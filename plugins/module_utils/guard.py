@@ -55,6 +55,9 @@ GUARD_ARGUMENT_SPEC = dict(
     terminate_blocking_sessions=dict(type="bool", default=False),
     # The highest risk (risk.LEVELS) the plan may have; None: no limit.
     max_risk=dict(type="str", choices=["safe", "locks", "incompatible", "data_loss"]),
+    # A privileged login the restore after a failure runs as (same server and database).
+    restore_login_user=dict(type="str"),
+    restore_login_password=dict(type="str", no_log=True),
 )
 
 
@@ -161,6 +164,7 @@ class GuardedMigrate:
         self.warn = warn or (lambda message: None)
         self.timings = Timings()
         self.session = None  # the ProjectSession of a run
+        self.restorer = None  # the engine restores run through (see _restorer)
         self.result = {"changed": False, "restored": False, "backup": None, "lock": None,
                        "applied": [], "fake": bool(options.fake or options.fake_initial)}
 
@@ -230,12 +234,14 @@ class GuardedMigrate:
         if not self.options.backup:
             self.warn("backup: false - no backup is taken, a failure cannot be undone")
         engine = engine_for(self.project.connection(before), self.runner)
+        self.restorer = self._restorer(engine)
         # A read-only target, or objects a restore could not re-create: refused untouched.
-        refuse_inaccessible(engine, restore=self.options.backup)
+        refuse_inaccessible(engine, restore=self.options.backup, restore_engine=self.restorer)
         # A restore after a failure waits a bounded time behind other sessions' table locks
         # (and names them), or ends them first when the application is meant to be stopped.
-        engine.restore_lock_wait = RESTORE_LOCK_WAIT
-        engine.terminate_blockers = self.options.terminate_blocking_sessions
+        for restoring in (engine, self.restorer):
+            restoring.restore_lock_wait = RESTORE_LOCK_WAIT
+            restoring.terminate_blockers = self.options.terminate_blocking_sessions
         lock_started = time.time()
         # One lock per database: each engine scopes the default name to its database.
         with engine.lock(timeout=self.options.lock_timeout) as holder:
@@ -248,7 +254,8 @@ class GuardedMigrate:
             # (never a second migrate beside them), and undo its half-done migrate first.
             marker = self._marker(engine)
             run_marker.take_over(marker, holder, engine, self.store, self.warn,
-                                 wait=max(0, self.options.lock_timeout - waited))
+                                 wait=max(0, self.options.lock_timeout - waited),
+                                 restorer=self.restorer)
             interruptions.check("nothing was migrated by this run")
             if not before["database"].get("exists", True):
                 # A SQLite file that does not exist yet: nothing to back up or prove; on
@@ -413,7 +420,8 @@ class GuardedMigrate:
                 % (what, error), restored=False, **base)
         try:
             differences = run_marker.restore_and_prove(self.store, backup["path"], engine,
-                                                       snapshot, timed=self.timings.run)
+                                                       snapshot, timed=self.timings.run,
+                                                       restorer=self.restorer)
         except DbsafeError as restore_error:
             checked, as_before = state_after_failure(engine, snapshot)
             raise RestoreFailed(
@@ -437,6 +445,15 @@ class GuardedMigrate:
             restored=True, proven=True, backup=self.result["backup"], **base)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _restorer(self, engine):
+        """The engine restores run through: the privileged restore login's, else ``engine``
+        (backups, snapshots and the migrate keep the application's connection)."""
+        if not self.options.restore_login_user:
+            return engine
+        return engine_for(engine.connection.as_user(self.options.restore_login_user,
+                                                    self.options.restore_login_password),
+                          self.runner)
 
     @property
     def store(self):

@@ -231,23 +231,25 @@ def unexplained_changes(record, current):
     return real, unexplained
 
 
-def restore_and_prove(store, path, engine, before, timed=None):
+def restore_and_prove(store, path, engine, before, timed=None, restorer=None):
     """Restore the backup ``path`` with ``store`` into ``engine``'s database, then compare the
     database with ``before`` (its snapshot before the run); returns the differences, [] when
     it is proven equal. A failed restore raises its DbsafeError. ``timed(name, function,
-    *args)`` runs (and times) the two steps."""
+    *args)`` runs (and times) the two steps. ``restorer``: the engine of a privileged restore
+    login to restore through; the proof reads as ``engine``'s user, as ``before`` was read."""
     timed = timed or (lambda name, function, *args: function(*args))
     # An interruption (Ctrl-C, SIGTERM, a second one) does not abandon a restore half-way.
     with processes.interruptions.in_mode("finish"):
-        timed("restore", store.restore, path, engine)
+        timed("restore", store.restore, path, restorer or engine)
         return diff_snapshots(before, timed("snapshot_after_restore", engine.snapshot))
 
 
-def take_over(marker, holder, engine, store, warn, wait=0, working=None):
+def take_over(marker, holder, engine, store, warn, wait=0, working=None, restorer=None):
     """Called with the lock held, before anything else: deal with what a dead run left.
 
     ``store`` is the BackupStore to restore with; ``warn(message)``; ``wait``: seconds to wait
-    for that run's processes to end (the lock timeout); ``working``: see wait_until_stopped.
+    for that run's processes to end (the lock timeout); ``working``: see wait_until_stopped;
+    ``restorer``: see restore_and_prove.
     """
     previous = (holder or {}).get("taken_over_from")
     if previous and not (marker and marker.read()):
@@ -288,7 +290,7 @@ def take_over(marker, holder, engine, store, warn, wait=0, working=None):
             warn(message)
             return message
         try:
-            differences = restore_and_prove(store, path, engine, record["snapshot"])
+            differences = restore_and_prove(store, path, engine, record["snapshot"], restorer=restorer)
         except DbsafeError as error:
             raise RestoreFailed(
                 "the run %s died while migrating; restoring its backup %s failed: %s. The "

@@ -127,6 +127,22 @@ options:
         each session (pid, user, application, query start, the first line of its query).
     type: bool
     default: false
+  restore_login_user:
+    description:
+      - A privileged account of the same server that the restore after a failure (and the
+        restore of a run that died while migrating) logs in as, on the same database, for
+        objects the application's user cannot drop and re-create (a PostgreSQL extension a
+        superuser created, a MariaDB view with C(DEFINER=root)).
+      - When set, the preflight's restorability check is made for this user instead of the
+        application's; the backup, the snapshots and the migrate keep the application's
+        connection.
+      - Its password reaches the client tools like the application's does (C(PGPASSWORD) in
+        the process environment, a private option file for MySQL), never on a command line.
+    type: str
+  restore_login_password:
+    description:
+      - The password of O(restore_login_user).
+    type: str
   skip_checks:
     description:
       - Migrate although Django's system checks report an error, like
