@@ -87,7 +87,7 @@ options:
         before anything is touched.
       - V(in_place) empties the database and runs the dump in it (no CREATE privilege needed;
         a failure leaves the database partly restored).
-      - SQLite and PostgreSQL (one job) restores are all-or-nothing already and ignore it.
+      - SQLite and PostgreSQL (one job, every format) restores are all-or-nothing already and ignore it.
     type: str
     choices: [swap, in_place]
     default: swap
@@ -120,6 +120,9 @@ options:
   jobs:
     description:
       - Parallel jobs for PostgreSQL's directory format dump and for C(pg_restore).
+      - A restore with more than one job is B(not) all-or-nothing, because parallel jobs cannot share
+        one transaction; it empties the database first and a failure leaves it partly restored. With
+        one job (the default) a restore of every format is one transaction.
     type: int
     default: 1
   compression:

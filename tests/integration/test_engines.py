@@ -367,6 +367,26 @@ def test_restore_of_a_broken_dump_stops_at_the_first_error(database, tmp_path):
     assert "made_later" not in engine.snapshot()["schema"]
 
 
+def test_a_pg_directory_restore_with_one_job_is_one_transaction(postgres_database, tmp_path):
+    """A directory backup restored with one job goes through the same one-transaction path as
+    the other formats: a data file that breaks off half-way changes nothing."""
+    seed(postgres_database)
+    engine = engine_of(postgres_database)
+    directory = dump_to(engine, str(tmp_path / "dump.pgdir"), fmt="directory")
+    execute(postgres_database, "CREATE TABLE made_later (id integer PRIMARY KEY);")
+    before = engine.snapshot()
+    data = max((os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".dat.gz")
+                or name.endswith(".dat")), key=os.path.getsize)
+    with open(data, "r+b") as handle:  # the archive's biggest table data, cut short
+        handle.truncate(os.path.getsize(data) // 2)
+
+    with pytest.raises(EngineError) as failure:
+        restore_from(engine, directory, fmt="directory")
+
+    assert "was not changed" in failure.value.msg, failure.value.msg
+    assert engine.snapshot() == before
+
+
 def test_truncated_custom_dump_is_refused_with_a_clear_error(postgres_database, tmp_path):
     seed(postgres_database)
     engine = engine_of(postgres_database)

@@ -280,18 +280,24 @@ class PostgresqlEngine(Engine):
 
         ``src`` is a binary stream (or a file path); for the directory format a directory
         path. With one job the whole restore, including emptying the database first, is one
-        transaction: if any statement fails nothing changes. Parallel jobs cannot share a
-        transaction, so they empty the database first and a failure leaves it partial.
+        transaction (a directory too: pg_restore turns it into one script): if any statement
+        fails nothing changes. Parallel jobs cannot share a transaction, so they empty the
+        database first and a failure leaves it partial.
         """
         fmt = self.check_format(fmt)
         jobs = max(1, int(jobs or 1))
         path = _path_of(src)
-        if fmt == "directory" or (fmt == "custom" and jobs > 1 and path):
-            if path is None:
-                raise EngineError("the %s format restores from a path, not a stream" % fmt)
+        if fmt == "directory" and path is None:
+            raise EngineError("the %s format restores from a path, not a stream" % fmt)
+        if jobs > 1 and fmt in ("directory", "custom") and path:
             return self._parallel_restore(path, fmt, jobs)
         producers = []
-        if fmt == "custom":
+        if fmt == "directory":
+            # pg_restore reads the directory itself; its stdin is not used.
+            producers.append([self.tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
+                              "--exit-on-error", "--format=directory", "--file=-", path])
+            src = os.devnull
+        elif fmt == "custom":
             producers.append([self.tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
                               "--exit-on-error", "--file=-"])
         if self.restrict_filter_needed():
