@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 
-from ansible_collections.dbsafe.django.plugins.module_utils.engines import mysql_privileges
+from ansible_collections.dbsafe.django.plugins.module_utils.engines import mysql_privileges, mysql_sessions
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import (
     DEFAULT_LOCK_NAME,
     ClientSession,
@@ -34,6 +34,10 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     lock_timeout_message,
     make_snapshot,
     write_private_file,
+)
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers import (
+    blocked_restore_message,
+    describe_blockers,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql_snapshot import (
     catalog_sql,
@@ -129,6 +133,13 @@ class MysqlEngine(Engine):
         # privilege). db_backup sets its restore_method option (see restore).
         self.restore_method = "auto"
         self.last_restore_method = None
+        # Seconds a restore waits for metadata locks other sessions hold before it gives up
+        # and names them (None: SWAP_LOCK_WAIT for the swap, the server's setting otherwise);
+        # terminate_blockers: end such sessions first (the application is meant to be stopped).
+        self.restore_lock_wait = None
+        self.terminate_blockers = False
+        # The connection ids of this engine's own sessions (the run lock's): never a blocker.
+        self.own_connections = set()
         if str(connection.name or "").startswith("-"):
             raise EngineError("refusing the MySQL database name %r (it starts with '-')"
                               % connection.name)
@@ -161,7 +172,7 @@ class MysqlEngine(Engine):
         # The client's own group: mariadb-dump refuses the option (it has none; dump pings
         # through the client first).
         lines += ["[mysql]", "connect-timeout=%d" % conn.connect_timeout()]
-        if getattr(self, "restore_lock_wait", None):
+        if self.restore_lock_wait:
             # The guard's restore waits a bounded time for metadata locks other sessions hold.
             lines.append('init-command="SET SESSION lock_wait_timeout=%d"'
                          % int(self.restore_lock_wait))
@@ -281,6 +292,65 @@ class MysqlEngine(Engine):
                 raise self.error(error, "mariadb-dump")
 
     def restore(self, src, fmt=None, jobs=1):
+        """Replace the database's contents with the dump ``src`` (see _restore); with
+        ``terminate_blockers`` the sessions that would block it are ended first, and when it
+        gave up waiting for their locks the message names them."""
+        self.check_format(fmt)
+        if self.terminate_blockers:
+            self.end_blocking_sessions()
+        try:
+            return self._restore(src)
+        except EngineError as error:
+            if not mysql_sessions.lock_wait_timed_out(
+                    "%s %s" % (error.msg, error.details.get("stderr") or "")):
+                raise
+            raise self._blocked_restore_error(error)
+
+    def blocking_sessions(self):
+        """The other sessions that may hold the restore up: those with an open transaction
+        (needs the PROCESS privilege), else this user's other sessions on this database."""
+        try:
+            return mysql_sessions.sessions_from_output(self.sql(
+                mysql_sessions.transactions_sql(self.own_connections),
+                action="listing the sessions with open transactions"))
+        except EngineError as error:
+            if not mysql_sessions.process_privilege_missing(
+                    "%s %s" % (error.msg, error.details.get("stderr") or "")):
+                raise
+        return mysql_sessions.sessions_from_output(self.sql(
+            mysql_sessions.connected_sql(self.own_connections),
+            action="listing the sessions connected to the database"))
+
+    def end_blocking_sessions(self):
+        """KILL CONNECTION for each blocking session; refused ones are an error that names
+        them (before the restore changed anything)."""
+        refused = []
+        for session in self.blocking_sessions():
+            try:
+                self.sql(mysql_sessions.kill_sql(session["connection"]), database=False,
+                         action="ending connection %s" % session["connection"])
+            except EngineError as error:
+                text = "%s %s" % (error.msg, error.details.get("stderr") or "")
+                if mysql_sessions.already_gone(text):
+                    continue
+                if not mysql_sessions.kill_refused(text):
+                    raise
+                refused.append(session)
+        if refused:
+            raise EngineError(mysql_sessions.kill_refused_message(
+                self.describe(), self.connection.user, describe_blockers(refused)))
+
+    def _blocked_restore_error(self, error):
+        try:
+            blockers = describe_blockers(self.blocking_sessions())
+        except EngineError as listing:
+            blockers = "sessions that could not be listed (%s)" % listing.msg
+        waited = self.restore_lock_wait or SWAP_LOCK_WAIT
+        return EngineError("%s. What failed: %s" % (
+            blocked_restore_message(self.describe(), waited, blockers), error.msg),
+            stderr=error.details.get("stderr"))
+
+    def _restore(self, src):
         """Replace the database's contents with the dump ``src``, all or nothing.
 
         MySQL cannot undo DDL, so the dump never runs in the database itself: it is loaded
@@ -296,7 +366,6 @@ class MysqlEngine(Engine):
         unless the server refuses the scratch database for lack of privileges, and then
         restores in place; ``last_restore_method`` says which ran.
         """
-        self.check_format(fmt)
         if self.restore_method not in ("swap", "in_place", "auto"):
             raise EngineError("unknown restore_method %r (swap, in_place or auto)"
                               % self.restore_method)
@@ -439,7 +508,7 @@ class MysqlEngine(Engine):
     def _swap(self, scratch, old, target_objects, scratch_objects, definitions, target_triggers):
         # The RENAME waits for the application's open transactions on the tables; bounded
         # (the guard sets its own bound through the client's option file).
-        lock_wait = None if getattr(self, "restore_lock_wait", None) else SWAP_LOCK_WAIT
+        lock_wait = None if self.restore_lock_wait else SWAP_LOCK_WAIT
         before, after = swap_scripts(self.connection.name, scratch, old, target_objects,
                                      scratch_objects, definitions, lock_wait)
         try:
@@ -561,7 +630,10 @@ class MysqlEngine(Engine):
         server_name = quote_literal(lock_name(self.connection.name, name))
         holder = holder_identity(name)
         session = _ClientSession(self)
+        own = None
         try:
+            own = session.query("SELECT CONNECTION_ID();")
+            self.own_connections.add(int(own))
             answer = session.query("SELECT GET_LOCK(%s, %s);" % (server_name,
                                                                  max(0, float(timeout))))
             if answer != "1":
@@ -576,6 +648,8 @@ class MysqlEngine(Engine):
                 session.query("SELECT RELEASE_LOCK(%s);" % server_name, check=False)
         finally:
             session.close()
+            if own:
+                self.own_connections.discard(int(own))
 
     def _lock_holder(self, session, server_name):
         connection_id = session.query("SELECT IS_USED_LOCK(%s);" % server_name)
