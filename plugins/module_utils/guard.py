@@ -451,9 +451,12 @@ class GuardedMigrate:
         (backups, snapshots and the migrate keep the application's connection)."""
         if not self.options.restore_login_user:
             return engine
-        return engine_for(engine.connection.as_user(self.options.restore_login_user,
-                                                    self.options.restore_login_password),
-                          self.runner)
+        restorer = engine_for(engine.connection.as_user(self.options.restore_login_user,
+                                                        self.options.restore_login_password),
+                              self.runner)
+        # The restored objects keep their owners (the application's user), not the login's.
+        restorer.keep_owners = True
+        return restorer
 
     @property
     def store(self):

@@ -28,6 +28,10 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     parse_version,
     version_tuple,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers import (
+    blocked_restore_message,
+    describe_blockers,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_archive import (
     DUMP_FORMATS,
     PlainScript,
@@ -42,7 +46,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_s
     BLOCKERS_SQL,
     FLUSH_SQL,
     TERMINATE_BLOCKERS_SQL,
-    describe_blockers,
     describe_pg_holder,
     holder_query,
     row_counts_from_output,
@@ -121,6 +124,9 @@ class PostgresqlEngine(Engine):
         # first (the application is meant to be stopped).
         self.restore_lock_wait = None
         self.terminate_blockers = False
+        # A privileged restore login sets the owners the dump recorded (the application's
+        # user); as the application's user itself they cannot be set: the objects become its.
+        self.keep_owners = False
 
     # -- environment and tools ------------------------------------------------------------
 
@@ -168,12 +174,8 @@ class PostgresqlEngine(Engine):
             blockers = describe_blockers(self.blocking_sessions())
         except EngineError as listing:
             blockers = "sessions that could not be listed (%s)" % listing.msg
-        return EngineError(
-            "the restore of %s waited %ss for table locks held by other sessions and gave up: "
-            "%s. Stop the application that holds them (or set terminate_blocking_sessions: "
-            "true when it is meant to be stopped) and restore again"
-            % (self.describe(), self.restore_lock_wait, blockers),
-            stderr=failed.details.get("stderr"))
+        return EngineError(blocked_restore_message(self.describe(), self.restore_lock_wait, blockers),
+                           stderr=failed.details.get("stderr"))
 
     def tool(self, name):
         return find_tool([name], CLIENT_PACKAGE)
@@ -294,11 +296,11 @@ class PostgresqlEngine(Engine):
         producers = []
         if fmt == "directory":
             # pg_restore reads the directory itself; its stdin is not used.
-            producers.append([self.tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
+            producers.append([self.tool("pg_restore"), "--clean", "--if-exists", *self._owner_options(),
                               "--exit-on-error", "--format=directory", "--file=-", path])
             src = os.devnull
         elif fmt == "custom":
-            producers.append([self.tool("pg_restore"), "--clean", "--if-exists", "--no-owner",
+            producers.append([self.tool("pg_restore"), "--clean", "--if-exists", *self._owner_options(),
                               "--exit-on-error", "--file=-"])
         if self.restrict_filter_needed():
             producers.append([find_tool(["sed"], "sed is needed to restore with this psql"),
@@ -306,6 +308,9 @@ class PostgresqlEngine(Engine):
         self._before_restore()
         with _open_source(src) as source:
             self._restore_in_one_transaction(producers, source)
+
+    def _owner_options(self):
+        return [] if self.keep_owners else ["--no-owner"]
 
     def restore_is_all_or_nothing(self, fmt, jobs=1):
         # One stream: one transaction, COMMIT only after the whole script arrived (above).
@@ -356,7 +361,7 @@ class PostgresqlEngine(Engine):
 
     def _parallel_restore(self, path, fmt, jobs):
         self.flush()
-        argv = [self.tool("pg_restore"), "-w", "--clean", "--if-exists", "--no-owner",
+        argv = [self.tool("pg_restore"), "-w", "--clean", "--if-exists", *self._owner_options(),
                 "--exit-on-error", "--format=%s" % fmt, "--jobs=%d" % jobs,
                 "--dbname=dbname=%s" % conninfo_value(self.connection.name), path]
         try:
