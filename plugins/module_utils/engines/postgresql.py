@@ -28,6 +28,10 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     parse_version,
     version_tuple,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers import (
+    blocked_restore_message,
+    describe_blockers,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_archive import (
     DUMP_FORMATS,
     PlainScript,
@@ -42,7 +46,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_s
     BLOCKERS_SQL,
     FLUSH_SQL,
     TERMINATE_BLOCKERS_SQL,
-    describe_blockers,
     describe_pg_holder,
     holder_query,
     row_counts_from_output,
@@ -171,12 +174,8 @@ class PostgresqlEngine(Engine):
             blockers = describe_blockers(self.blocking_sessions())
         except EngineError as listing:
             blockers = "sessions that could not be listed (%s)" % listing.msg
-        return EngineError(
-            "the restore of %s waited %ss for table locks held by other sessions and gave up: "
-            "%s. Stop the application that holds them (or set terminate_blocking_sessions: "
-            "true when it is meant to be stopped) and restore again"
-            % (self.describe(), self.restore_lock_wait, blockers),
-            stderr=failed.details.get("stderr"))
+        return EngineError(blocked_restore_message(self.describe(), self.restore_lock_wait, blockers),
+                           stderr=failed.details.get("stderr"))
 
     def tool(self, name):
         return find_tool([name], CLIENT_PACKAGE)

@@ -335,13 +335,3 @@ BLOCKERS_SQL = ("SELECT coalesce(json_agg(json_build_object("
                 "'query', left(split_part(a.query, E'\\n', 1), 120)) ORDER BY a.pid), '[]')"
                 + _BLOCKERS + ";\n")
 TERMINATE_BLOCKERS_SQL = "SELECT count(pg_terminate_backend(a.pid))" + _BLOCKERS + ";\n"
-
-
-def describe_blockers(blockers):
-    """'pid 4242 (user app, application gunicorn, query since 2025-01-01T10:00:00Z: UPDATE
-    ...)' for each session, for a message."""
-    return "; ".join(
-        "pid %s (user %s, application %s, %s since %s: %s)" % (
-            item.get("pid"), item.get("user"), item.get("application") or "unnamed",
-            item.get("state") or "query", item.get("query_start"), item.get("query") or "")
-        for item in blockers) or "sessions that ended meanwhile"
