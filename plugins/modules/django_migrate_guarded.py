@@ -121,10 +121,14 @@ options:
   terminate_blocking_sessions:
     description:
       - When the restore after a failure finds other sessions holding table locks in the
-        database (PostgreSQL), end them first (C(pg_terminate_backend)). For a service window
-        in which the application is meant to be stopped.
+        database, end them first (PostgreSQL C(pg_terminate_backend); MariaDB/MySQL
+        C(KILL CONNECTION) of the sessions with an open transaction, or without the PROCESS
+        privilege of the user's other sessions on the database; another user's session needs
+        CONNECTION ADMIN or SUPER, a refusal fails the run before the restore). For a service
+        window in which the application is meant to be stopped.
       - Without it the restore waits up to 60 seconds for those locks and then fails, naming
-        each session (pid, user, application, query start, the first line of its query).
+        each session (PostgreSQL pid, user, application; MariaDB/MySQL connection id, user,
+        client, database; since when and the first line of its query).
     type: bool
     default: false
   restore_login_user:
