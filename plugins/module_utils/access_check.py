@@ -10,7 +10,21 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import PreflightRefused
+
+
+def restorer_for(engine, user=None, password=None):
+    """The engine restores run through: a privileged restore login's on ``engine``'s database
+    (options restore_login_user / restore_login_password), else ``engine`` itself. Backups,
+    snapshots and migrates keep the application's connection."""
+    if not user:
+        return engine
+    restorer = engine_for(engine.connection.as_user(user, password), engine.runner)
+    # The restored objects keep the owners the backup recorded (the application's user), not
+    # the login's (PostgreSQL; elsewhere objects have no owner to keep).
+    restorer.keep_owners = True
+    return restorer
 
 
 def refuse_inaccessible(engine, restore=True, doing="migrate", restore_engine=None):

@@ -11,7 +11,7 @@ import os
 import re
 import time
 
-from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
+from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible, restorer_for
 from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_restore import restore_backup
 from ansible_collections.dbsafe.django.plugins.module_utils.processes import interruptions
@@ -154,8 +154,12 @@ class BackupJob:
         if self.params.get("restore_into") and not engine.database_exists(engine.connection.name):
             engine.create_database(engine.connection.name)
             created = True
-        if hasattr(engine, "restore_method"):
-            engine.restore_method = self.params.get("restore_method") or "swap"
+        # Only the restore itself runs as a privileged restore login; the safety backup and
+        # the lock keep the connection's own user.
+        restorer = self.restorer(engine)
+        for restoring in (engine, restorer):
+            if hasattr(restoring, "restore_method"):
+                restoring.restore_method = self.params.get("restore_method") or "swap"
         lock_started = time.time()
         # The guard's lock (same name): a restore never interleaves with a migrate, a reset
         # or another restore of this database.
@@ -166,7 +170,7 @@ class BackupJob:
             # Once the restore runs it goes to its end: a signal then is noted, not obeyed
             # (each engine's restore is all-or-nothing; stopping half-way gains nothing).
             with interruptions.in_mode("finish"):
-                restore_backup(store, manifest, engine, jobs=self.params["jobs"], media_root=media,
+                restore_backup(store, manifest, restorer, jobs=self.params["jobs"], media_root=media,
                                safety=safety)
         return {"changed": True, "restored": True, "backup": public_manifest(manifest),
                 "interrupted": list(interruptions.during_finish),
@@ -184,10 +188,16 @@ class BackupJob:
         source = self._source(store, self.params.get("label") or backup_label(engine.connection),
                               engine)
         manifest = self._store_of(source, store).verify(source, engine)
-        # Intact is not enough: a restore as this connection's user must be able to run.
-        refuse_inaccessible(engine, doing="vouch for a restore of %s" % manifest["file"])
+        # Intact is not enough: a restore as this connection's user (or the restore login)
+        # must be able to run.
+        refuse_inaccessible(engine, doing="vouch for a restore of %s" % manifest["file"],
+                            restore_engine=self.restorer(engine))
         return {"changed": False, "backup": public_manifest(manifest), "verified": True,
                 "msg": "backup %s is complete and intact" % manifest["file"]}
+
+    def restorer(self, engine):
+        return restorer_for(engine, self.params.get("restore_login_user"),
+                            self.params.get("restore_login_password"))
 
     def pruned(self, store, engine, label):
         keep = self.params.get("keep")

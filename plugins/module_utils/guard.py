@@ -18,7 +18,7 @@ import os
 import time
 
 from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity, processes, risk, run_marker, state
-from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible
+from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible, restorer_for
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.checked_state import state_after_failure
 from ansible_collections.dbsafe.django.plugins.module_utils.backups import BackupStore
@@ -447,16 +447,8 @@ class GuardedMigrate:
     # -- helpers ---------------------------------------------------------------------------
 
     def _restorer(self, engine):
-        """The engine restores run through: the privileged restore login's, else ``engine``
-        (backups, snapshots and the migrate keep the application's connection)."""
-        if not self.options.restore_login_user:
-            return engine
-        restorer = engine_for(engine.connection.as_user(self.options.restore_login_user,
-                                                        self.options.restore_login_password),
-                              self.runner)
-        # The restored objects keep their owners (the application's user), not the login's.
-        restorer.keep_owners = True
-        return restorer
+        return restorer_for(engine, self.options.restore_login_user,
+                            self.options.restore_login_password)
 
     @property
     def store(self):

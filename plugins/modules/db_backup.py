@@ -77,6 +77,21 @@ options:
         anything. A restore never runs while one of those does.
     type: int
     default: 300
+  restore_login_user:
+    description:
+      - A privileged account of the same server that O(state=restore) logs in as to drop and
+        re-create the database's objects, for objects the connection's user cannot re-create
+        (a PostgreSQL extension a superuser created, a MariaDB view with C(DEFINER=root)).
+        PostgreSQL objects keep the owners the backup recorded.
+      - With O(state=verify) the restorability check is made for this user.
+      - The safety backup and the run lock keep the connection's own user. The password
+        reaches the client tools like that user's (environment, private option file), never
+        on a command line.
+    type: str
+  restore_login_password:
+    description:
+      - The password of O(restore_login_user).
+    type: str
   restore_method:
     description:
       - How a MySQL/MariaDB restore replaces the database. V(swap) loads the dump into a scratch
@@ -329,6 +344,8 @@ BACKUP_OPTIONS = dict(
     safety_backup=dict(type="bool", default=True),
     lock_timeout=dict(type="int", default=300),
     restore_method=dict(type="str", choices=["swap", "in_place"], default="swap"),
+    restore_login_user=dict(type="str"),
+    restore_login_password=dict(type="str", no_log=True),
     src=dict(type="path"),
     label=dict(type="str"),
     format=dict(type="str"),

@@ -107,3 +107,47 @@ def test_a_failed_migrate_is_restored_by_the_privileged_login(case, engine, fres
         assert password not in str(result) and (not db.password or db.password not in str(result))
     finally:
         cleanup()
+
+
+@pytest.mark.parametrize("engine", ("postgresql", "mysql"))
+def test_db_backup_verifies_and_restores_as_the_privileged_login(case, engine, fresh_database,
+                                                                 tmp_path):
+    case("R6", engine, "foreign-owned objects: db_backup state=verify and state=restore as the "
+         "privileged restore login")
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    foreign = _foreign_object(db)
+    backups = str(tmp_path / "backups")
+    dumped = harness.watched_run(db, "db_backup", demo.module_args(
+        project, db, state="dump", backup_dir=backups), "R6.restore-login")
+    assert dumped.get("failed") is not True, dumped.get("msg")
+    backed_up = independent_state(db)
+    assert foreign in (_foreign_objects(db, backed_up))
+    user, password, cleanup = _privileged_account(db)
+    try:
+        # Written after the backup: the restore takes it away again.
+        if engine == "postgresql":
+            pg_admin_sql("DELETE FROM books_book;", database=db.name)
+        else:
+            mysql_admin_sql("DELETE FROM books_book;", database=db.name)
+        assert independent_state(db) != backed_up
+
+        for state in ("verify", "restore"):
+            args = demo.module_args(project, db, state=state, backup_dir=backups,
+                                    restore_login_user=user, restore_login_password=password)
+            with harness.ArgvSampler([db.password, password]) as sampler:
+                result = run_module("db_backup", args)
+            case.message = result.get("msg", "")
+            assert result.get("failed") is not True, result.get("msg")
+            assert sampler.leaks == [], sampler.leaks[:3]
+            assert password not in str(result)
+        assert result["restored"] is True and result["safety_backup"], result
+
+        after = independent_state(db)
+        assert _foreign_objects(db, after) == _foreign_objects(db, backed_up)
+        if engine == "postgresql":
+            after["extensions"], backed_up["extensions"] = _foreign_objects(db, after), \
+                _foreign_objects(db, backed_up)
+        assert after == backed_up
+    finally:
+        cleanup()

@@ -72,3 +72,18 @@ def test_a_privileged_login_that_cannot_restore_is_refused_too():
     with pytest.raises(PreflightRefused) as refused:
         refuse_inaccessible(_Access(), restore=True, restore_engine=admin)
     assert "view v is defined by root" in refused.value.msg
+
+
+def test_the_restorer_is_the_login_on_the_same_database_keeping_the_owners():
+    from ansible_collections.dbsafe.django.plugins.module_utils.access_check import restorer_for
+    from ansible_collections.dbsafe.django.plugins.module_utils.engines.registry import engine_for
+
+    app = engine_for(Connection("postgresql", "shop", "db1", 5432, "app", "app-secret"), None)
+    assert restorer_for(app, None, "ignored") is app and restorer_for(app, "") is app
+    restorer = restorer_for(app, "restorer", "admin-secret")
+    assert restorer is not app and restorer.name == app.name
+    assert (restorer.connection.user, restorer.connection.password) == ("restorer", "admin-secret")
+    assert restorer.connection.name == "shop" and restorer.connection.host == "db1"
+    # pg_restore sets the recorded owners (the app's user) instead of making the login own all.
+    assert restorer._owner_options() == [] and app._owner_options() == ["--no-owner"]
+    assert restorer.env()["PGUSER"] == "restorer" and restorer.env()["PGPASSWORD"] == "admin-secret"
