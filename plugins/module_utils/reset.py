@@ -18,6 +18,7 @@ __metaclass__ = type
 
 import time
 
+from ansible_collections.dbsafe.django.plugins.module_utils.access_check import restorer_for
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import (
     backup_label,
     public_manifest,
@@ -167,7 +168,9 @@ class Reset:
         try:
             store = BackupStore(self.params["backup_dir"], self.runner)
             with interruptions.in_mode("finish"):  # a restore under way goes to its end
-                self.timings.run("restore", store.restore, backup["path"], engine)
+                self.timings.run("restore", store.restore, backup["path"], restorer_for(
+                    engine, self.params.get("restore_login_user"),
+                    self.params.get("restore_login_password")))
         except DbsafeError as restore_error:
             return RestoreFailed(
                 "%s Restoring the safety backup ALSO FAILED: %s. The database is in an unknown "

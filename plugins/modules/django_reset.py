@@ -61,6 +61,18 @@ options:
     description: Seconds to wait for a guarded migrate or another reset holding the database's lock.
     type: int
     default: 300
+  restore_login_user:
+    description:
+      - A privileged account of the same server that the restore of the safety backup after a
+        failed step logs in as, for objects the application's user cannot drop and re-create
+        (a PostgreSQL extension a superuser created, a MariaDB view with C(DEFINER=root)).
+        The safety backup and the reset itself keep the application's connection.
+    type: str
+  restore_login_password:
+    description:
+      - The password of O(restore_login_user); it reaches the clients like the application's,
+        never on a command line.
+    type: str
 attributes:
   check_mode:
     support: full
@@ -158,6 +170,8 @@ RESET_OPTIONS = dict(
     backup_dir=dict(type="path"),
     compression=dict(type="str", choices=["auto", "gzip", "zstd", "none"], default="auto"),
     lock_timeout=dict(type="int", default=300),
+    restore_login_user=dict(type="str"),
+    restore_login_password=dict(type="str", no_log=True),
 )
 
 

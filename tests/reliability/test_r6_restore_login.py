@@ -151,3 +151,37 @@ def test_db_backup_verifies_and_restores_as_the_privileged_login(case, engine, f
         assert after == backed_up
     finally:
         cleanup()
+
+
+@pytest.mark.parametrize("engine", ("postgresql", "mysql"))
+def test_a_failed_reset_is_put_back_by_the_privileged_login(case, engine, fresh_database,
+                                                            tmp_path):
+    case("R6", engine, "foreign-owned objects: django_reset's safety backup restored as the "
+         "privileged restore login after a failed step")
+    db = fresh_database(engine)
+    project = harness.prepared(db, tmp_path)
+    foreign = _foreign_object(db)
+    before = independent_state(db)
+    assert foreign in _foreign_objects(db, before)
+    user, password, cleanup = _privileged_account(db)
+    try:
+        # The rows are flushed, then loaddata fails: the safety backup must come back.
+        args = demo.module_args(project, db, mode="data", fixtures=["no_such_fixture_dbsafe"],
+                                backup_dir=str(tmp_path / "backups"),
+                                restore_login_user=user, restore_login_password=password)
+        with harness.ArgvSampler([db.password, password]) as sampler:
+            result = run_module("django_reset", args)
+        case.message = result.get("msg", "")
+        assert result["failed"] is True, result
+        assert result.get("restored") is True and "was restored" in result["msg"], result["msg"]
+        assert sampler.leaks == [], sampler.leaks[:3]
+        assert password not in str(result)
+
+        after = independent_state(db)
+        assert _foreign_objects(db, after) == _foreign_objects(db, before)
+        if engine == "postgresql":
+            after["extensions"], before["extensions"] = _foreign_objects(db, after), \
+                _foreign_objects(db, before)
+        assert after == before
+    finally:
+        cleanup()
