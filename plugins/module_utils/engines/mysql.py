@@ -140,6 +140,7 @@ class MysqlEngine(Engine):
         self.terminate_blockers = False
         # The connection ids of this engine's own sessions (the run lock's): never a blocker.
         self.own_connections = set()
+        self.blockers_seen = None
         if str(connection.name or "").startswith("-"):
             raise EngineError("refusing the MySQL database name %r (it starts with '-')"
                               % connection.name)
@@ -308,7 +309,9 @@ class MysqlEngine(Engine):
 
     def blocking_sessions(self):
         """The other sessions that may hold the restore up: those with an open transaction
-        (needs the PROCESS privilege), else this user's other sessions on this database."""
+        (needs the PROCESS privilege), else this user's other sessions on this database
+        (``blockers_seen`` says which: "all" or "own")."""
+        self.blockers_seen = "all"
         try:
             return mysql_sessions.sessions_from_output(self.sql(
                 mysql_sessions.transactions_sql(self.own_connections),
@@ -317,6 +320,7 @@ class MysqlEngine(Engine):
             if not mysql_sessions.process_privilege_missing(
                     "%s %s" % (error.msg, error.details.get("stderr") or "")):
                 raise
+        self.blockers_seen = "own"
         return mysql_sessions.sessions_from_output(self.sql(
             mysql_sessions.connected_sql(self.own_connections),
             action="listing the sessions connected to the database"))
@@ -342,7 +346,9 @@ class MysqlEngine(Engine):
 
     def _blocked_restore_error(self, error):
         try:
-            blockers = describe_blockers(self.blocking_sessions())
+            sessions = self.blocking_sessions()
+            blockers = mysql_sessions.describe_seen(describe_blockers(sessions), len(sessions),
+                                                    self.blockers_seen == "own")
         except EngineError as listing:
             blockers = "sessions that could not be listed (%s)" % listing.msg
         waited = self.restore_lock_wait or SWAP_LOCK_WAIT

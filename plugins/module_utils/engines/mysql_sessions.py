@@ -65,6 +65,17 @@ def sessions_from_output(out):
     return [json.loads(line) for line in (out or "").splitlines() if line.strip()]
 
 
+def describe_seen(described, count, own_only):
+    """The blockers' description, saying when other users' sessions could not be seen."""
+    if not own_only:
+        return described
+    note = ("only the user's own sessions are visible: seeing other users' open transactions "
+            "needs the PROCESS privilege")
+    if not count:
+        return "no other session of the user is connected to the database (%s)" % note
+    return "%s (%s)" % (described, note)
+
+
 def kill_sql(connection):
     return "KILL CONNECTION %d;\n" % int(connection)
 

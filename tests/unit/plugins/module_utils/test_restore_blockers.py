@@ -8,6 +8,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers imp
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql_sessions import (
     already_gone,
     connected_sql,
+    describe_seen,
     kill_refused,
     kill_refused_message,
     kill_sql,
@@ -89,3 +90,13 @@ def test_a_refused_kill_says_which_privilege_is_needed():
     assert "connection 17 (user other)" in message
     assert "CONNECTION ADMIN" in message and "SUPER" in message
     assert "the database was not changed" in message
+
+
+def test_without_the_process_privilege_the_message_says_what_it_could_not_see():
+    assert describe_seen("connection 17 (...)", 1, False) == "connection 17 (...)"
+    assert describe_seen("connection 17 (...)", 1, True) == (
+        "connection 17 (...) (only the user's own sessions are visible: seeing other users' open "
+        "transactions needs the PROCESS privilege)")
+    alone = describe_seen("sessions that ended meanwhile", 0, True)
+    assert alone.startswith("no other session of the user is connected to the database")
+    assert "ended meanwhile" not in alone and "PROCESS privilege" in alone
