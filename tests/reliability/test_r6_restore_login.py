@@ -7,7 +7,6 @@ given for the restore; its migration fails, the restore runs as that account and
 is exactly as before - checked independently with the admin clients (catalogs, row counts,
 django_migrations). Neither password appears in any process's argv.
 """
-import dataclasses
 import secrets
 
 import pytest
