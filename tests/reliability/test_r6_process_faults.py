@@ -116,17 +116,22 @@ def assert_no_duplicate_rows(state):
 
 # -- the run's processes -------------------------------------------------------------------------
 
+def held_interpreter_pid(project, seconds=240):
+    """The pid the held migration writes once a migrate reaches it (the project's interpreter)."""
+    harness.wait_for_file(demo.slow_marker_path(project), seconds)
+    pid = ""
+    while not pid:  # created, then written: wait for the pid itself
+        with open(demo.slow_marker_path(project)) as handle:
+            pid = handle.read().strip()
+        time.sleep(0.02)
+    return int(pid)
+
+
 def run_processes(tmp_path, project, seconds=240, wrapped=False):
     """Once the held migration runs: the module (the run marker's holder) and the project's
     interpreter (the pid the migration wrote), as processes.identity(). ``wrapped``: the
     interpreter runs behind a command_prefix, the marker records the wrapper."""
-    harness.wait_for_file(demo.slow_marker_path(project), seconds)
-    interpreter = ""
-    while not interpreter:  # created, then written: wait for the pid itself
-        with open(demo.slow_marker_path(project)) as handle:
-            interpreter = handle.read().strip()
-        time.sleep(0.02)
-    interpreter = int(interpreter)
+    interpreter = held_interpreter_pid(project, seconds)
     [path] = glob.glob(str(tmp_path / "backups" / ".dbsafe-run-*.json"))
     with open(path) as handle:
         record = json.load(handle)

@@ -12,7 +12,7 @@ import pytest
 import demo
 import harness
 from harness import prepared
-from test_r6_process_faults import add_held_migration, catalog
+from test_r6_process_faults import add_held_migration, catalog, held_interpreter_pid
 from ansible_collections.dbsafe.django.plugins.module_utils import processes
 
 CASES = [("postgresql", signal.SIGTERM), ("mysql", signal.SIGTERM), ("mysql", signal.SIGINT)]
@@ -21,16 +21,6 @@ CASES = [("postgresql", signal.SIGTERM), ("mysql", signal.SIGTERM), ("mysql", si
 def parent_of(pid):
     with open("/proc/%d/stat" % pid) as handle:
         return int(handle.read().rsplit(")", 1)[1].split()[1])
-
-
-def interpreter_pid(project, seconds=240):
-    """The pid the held migration writes once the reset's migrate reaches it."""
-    harness.wait_for_file(demo.slow_marker_path(project), seconds)
-    pid = ""
-    while not pid:  # created, then written
-        with open(demo.slow_marker_path(project)) as handle:
-            pid = handle.read().strip()
-    return int(pid)
 
 
 @pytest.mark.parametrize("engine,signum", CASES,
@@ -47,7 +37,7 @@ def test_a_signal_during_the_resets_migrate_restores_the_safety_backup(case, eng
     seen = {}
 
     def interrupt():
-        interpreter = interpreter_pid(project)
+        interpreter = held_interpreter_pid(project)
         seen["interpreter"] = processes.identity(interpreter)
         os.kill(parent_of(interpreter), signum)  # the module: the interpreter's parent
 
