@@ -51,6 +51,12 @@ GUARD_ARGUMENT_SPEC = dict(
     compression=dict(type="str", choices=["auto", "gzip", "zstd", "none"], default="auto"),
     keep=dict(type="int"),
     lock_timeout=dict(type="int", default=300),
+    # The migrating connection's own waits (see introspect.SessionTimeouts): seconds a statement
+    # may wait for a table or row lock, how often a step that gave up is tried again, and
+    # seconds any statement may run (None: no limit).
+    db_lock_timeout=dict(type="int", default=5),
+    db_lock_retries=dict(type="int", default=5),
+    db_statement_timeout=dict(type="int"),
     skip_checks=dict(type="bool", default=False),
     terminate_blocking_sessions=dict(type="bool", default=False),
     # The highest risk (risk.LEVELS) the plan may have; None: no limit.
@@ -82,6 +88,25 @@ class GuardOptions:
         """From a module's params (which hold every option of the spec, and more)."""
         return cls(database=params["database"],
                    **dict((name, params[name]) for name in GUARD_ARGUMENT_SPEC))
+
+    def problems(self):
+        """What is wrong with the values themselves (before anything is read or touched)."""
+        problems = []
+        if self.keep is not None and self.keep < 1:
+            problems.append("keep must be 1 or more (got %d)" % self.keep)
+        for name in ("lock_timeout", "db_lock_timeout", "db_lock_retries"):
+            if getattr(self, name) < 0:
+                problems.append("%s must not be negative (got %d)" % (name, getattr(self, name)))
+        if self.db_statement_timeout is not None and self.db_statement_timeout < 1:
+            problems.append("db_statement_timeout must be 1 second or more, or not set for no limit "
+                            "(got %d)" % self.db_statement_timeout)
+        return problems
+
+    @property
+    def db_timeouts(self):
+        """The migrating connection's waits, as introspect.migrate takes them."""
+        return {"lock_wait": self.db_lock_timeout, "retries": self.db_lock_retries,
+                "statement": self.db_statement_timeout}
 
     @property
     def target(self):
@@ -373,21 +398,65 @@ class GuardedMigrate:
                 "migrate", self.session.migrate, database=self.options.database,
                 target=self.options.target, fake=self.options.fake,
                 fake_initial=self.options.fake_initial, skip_checks=self.options.skip_checks,
+                db_timeouts=self.options.db_timeouts,
             )
         except DbsafeError as error:  # killed, crashed, no answer
             return self._put_back(engine, snapshot, backup, None, error.msg)
         self.result["applied"] = after["migrate"]["steps"]
+        self._say_lock_waits(after["migrate"].get("lock_waits") or [])
         error = after["migrate"]["error"]
         if error is not None:
             failed = _failed_step(after["migrate"]["steps"])
-            return self._put_back(engine, snapshot, backup, failed,
-                                  "%s: %s" % (error["type"], error["message"]))
+            message = "%s: %s" % (error["type"], error["message"])
+            if error.get("lock_wait"):
+                message = self._gave_up_waiting(engine, message)
+                if error.get("clean") and not any(step["ok"] for step in after["migrate"]["steps"]):
+                    # Nothing applied, the step rolled back: prove it, no restore needed (which
+                    # would wait behind the same lock).
+                    self._unchanged_or_put_back(engine, snapshot, failed, message)
+            return self._put_back(engine, snapshot, backup, failed, message)
         problems = verification_problems(before, after, plan)
         if problems:
             return self._put_back(engine, snapshot, backup, None,
                                   "verification failed: " + "; ".join(problems))
         self.result["after"] = state.migration_facts(after)
         self._row_changes(engine, snapshot)
+
+    def _say_lock_waits(self, lock_waits):
+        """Each retry after a lock wait that timed out, in the result and as a warning."""
+        if not lock_waits:
+            return
+        self.result["lock_waits"] = lock_waits
+        self.warn("%d statement(s) gave up waiting %ds for a lock held by another session and "
+                  "were tried again (%s)" % (len(lock_waits), self.options.db_lock_timeout, ", ".join(
+                      "%s after %.1fs" % (wait["migration"] or "between steps", wait["retry_in"])
+                      for wait in lock_waits)))
+
+    def _gave_up_waiting(self, engine, message):
+        """The failure of a migrate whose tries were used up behind a lock, naming who holds it."""
+        self.result["lock_holders"] = holders = engine.described_blockers()
+        tries = len(self.result.get("lock_waits") or []) + 1
+        return ("gave up waiting for a lock held by %s: %d tr%s of db_lock_timeout=%ds each "
+                "(db_lock_retries=%d); the last ended with %s" % (
+                    holders, tries, "y" if tries == 1 else "ies", self.options.db_lock_timeout,
+                    self.options.db_lock_retries, message))
+
+    def _unchanged_or_put_back(self, engine, snapshot, failed, message):
+        """After a lock wait that rolled back cleanly: the database proven as before, no restore
+        (it would wait behind the same lock). Returns when that is not proven: restore then."""
+        if snapshot is None:
+            return
+        checked, as_before = state_after_failure(engine, snapshot)
+        if not as_before:
+            return
+        raise MigrationFailed(
+            "%s: %s. Nothing was applied and nothing needed restoring. %s Migrate again once that "
+            "session has ended, or end it (a longer db_lock_timeout makes every query on the table "
+            "queue behind the migration for that long)"
+            % ("migration %s failed" % failed if failed else "migrate failed", message, checked),
+            failed_step=failed, error=message, applied=self.result["applied"],
+            plan=state.plan_names(self.result["plan"]), restored=False, proven=True,
+            database_as_before=True, backup=self.result["backup"])
 
     def _row_changes(self, engine, snapshot):
         """Tables whose row count the migrate changed (a data migration's deletes show here):

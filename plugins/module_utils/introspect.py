@@ -709,7 +709,7 @@ def table_stats(connection, entry, tables):
     quote = connection.ops.quote_name
     existing = set(connection.introspection.table_names())
     wanted = [table for table in tables if table in existing]
-    with connection.cursor() as cursor, _short_lock_waits(connection, cursor):
+    with SessionTimeouts(connection, STATS_LOCK_WAIT), connection.cursor() as cursor:
         for table in wanted:
             try:
                 stats[table] = _one_table_stats(connection, cursor, quote, table)
@@ -723,32 +723,85 @@ def table_stats(connection, entry, tables):
 STATS_LOCK_WAIT = 1
 
 
-class _short_lock_waits:
-    """PostgreSQL ``lock_timeout`` / MySQL ``lock_wait_timeout`` (metadata locks) of this
-    session bounded while the stats are read, put back afterwards."""
+class SessionTimeouts:
+    """Bounded waits of this session (the one connection Django migrates and reads through),
+    the previous values put back on exit.
 
-    def __init__(self, connection, cursor):
-        self.vendor, self.cursor, self.previous = connection.vendor, cursor, None
+    ``lock_wait``: seconds a statement may wait for a lock - PostgreSQL ``lock_timeout`` (any
+    lock: tables, rows), MySQL/MariaDB ``lock_wait_timeout`` (metadata locks: DDL behind an
+    open transaction) and, with ``row_locks``, ``innodb_lock_wait_timeout`` (rows), SQLite
+    ``busy_timeout``; 0 leaves them as they are. ``statement``: seconds any statement may run
+    (PostgreSQL ``statement_timeout``, MariaDB ``max_statement_time``; MySQL's
+    ``max_execution_time`` covers SELECT only); None leaves it as it is.
+    """
+
+    def __init__(self, connection, lock_wait, statement=None, row_locks=False):
+        self.connection = connection
+        self.wanted = self._settings(connection, lock_wait, statement, row_locks)
+        self.previous = []
+
+    @staticmethod
+    def _settings(connection, lock_wait, statement, row_locks):
+        """[(name, value)] for this engine: what __enter__ sets."""
+        wanted = []
+        vendor = connection.vendor
+        if vendor == "postgresql":
+            if lock_wait:
+                wanted.append(("lock_timeout", "%dms" % int(lock_wait * 1000)))
+            if statement is not None:
+                wanted.append(("statement_timeout", "%dms" % int(statement * 1000)))
+        elif vendor == "mysql":
+            if lock_wait:
+                # Whole seconds, at least 1: what the server accepts.
+                seconds = max(1, int(round(lock_wait)))
+                wanted.append(("lock_wait_timeout", seconds))
+                if row_locks:
+                    wanted.append(("innodb_lock_wait_timeout", seconds))
+            if statement is not None:
+                if getattr(connection, "mysql_is_mariadb", False):
+                    wanted.append(("max_statement_time", float(statement)))
+                else:
+                    wanted.append(("max_execution_time", int(statement * 1000)))
+        elif vendor == "sqlite" and lock_wait:
+            wanted.append(("busy_timeout", int(lock_wait * 1000)))
+        return wanted
 
     def __enter__(self):
-        if self.vendor == "postgresql":
-            self.cursor.execute("SELECT current_setting('lock_timeout')")
-            self.previous = self.cursor.fetchone()[0]
-            self.cursor.execute("SELECT set_config('lock_timeout', %s, false)", ["%ds" % STATS_LOCK_WAIT])
-        elif self.vendor == "mysql":
-            self.cursor.execute("SELECT @@SESSION.lock_wait_timeout")
-            self.previous = self.cursor.fetchone()[0]
-            self.cursor.execute("SET SESSION lock_wait_timeout = %s", [STATS_LOCK_WAIT])
+        self.connection.ensure_connection()
+        with self.connection.cursor() as cursor:
+            for name, value in self.wanted:
+                self.previous.append((name, self._read(cursor, name)))
+                self._write(cursor, name, value)
         return self
 
     def __exit__(self, *exc_info):
-        if self.previous is None:
-            return False
-        if self.vendor == "postgresql":
-            self.cursor.execute("SELECT set_config('lock_timeout', %s, false)", [self.previous])
-        else:
-            self.cursor.execute("SET SESSION lock_wait_timeout = %s", [self.previous])
+        try:
+            with self.connection.cursor() as cursor:
+                for name, value in reversed(self.previous):
+                    self._write(cursor, name, value)
+        except Exception:  # a broken connection keeps nothing of ours: nothing to put back
+            pass
         return False
+
+    def _read(self, cursor, name):
+        vendor = self.connection.vendor
+        if vendor == "postgresql":
+            cursor.execute("SELECT current_setting(%s)", [name])
+        elif vendor == "mysql":
+            cursor.execute("SELECT @@SESSION.%s" % name)
+        else:
+            cursor.execute("PRAGMA %s" % name)
+        return cursor.fetchone()[0]
+
+    def _write(self, cursor, name, value):
+        vendor = self.connection.vendor
+        if vendor == "postgresql":
+            # set_config outside a transaction: for the session (a rolled-back one would undo it).
+            cursor.execute("SELECT set_config(%s, %s, false)", [name, str(value)])
+        elif vendor == "mysql":
+            cursor.execute("SET SESSION %s = %%s" % name, [value])
+        else:
+            cursor.execute("PRAGMA %s = %d" % (name, int(value)))
 
 
 def _one_table_stats(connection, cursor, quote, table):
@@ -875,13 +928,21 @@ def gather(request, connection, entry, timings):
 class StepRecorder:
     """Records each step of a migrate through Django's own progress callback (the one
     ``manage.py migrate`` prints its "Applying x... OK" lines from): name, action, outcome and
-    duration, whatever the verbosity or the output's wording."""
+    duration, whatever the verbosity or the output's wording.
+
+    Also the connection's execute wrapper (``track``): whether a statement that changes
+    something succeeded since the last step boundary, which decides whether a lock wait that
+    timed out may be tried again (see ``retry_is_safe``)."""
 
     ACTIONS = {"apply": ("applying", "faking"), "unapply": ("unapplying", "unfaking")}
 
-    def __init__(self):
+    def __init__(self, rollback_ddl=False):
         self.steps = []
         self._started = None
+        # The engine rolls DDL back with the transaction (PostgreSQL, SQLite; not MySQL).
+        self.rollback_ddl = rollback_ddl
+        self.step_atomic = False
+        self.changed = False
 
     def __call__(self, action, migration=None, fake=False):
         kind, _sep, phase = action.partition("_")
@@ -889,11 +950,91 @@ class StepRecorder:
             return  # render_start / render_success: the project state, not a step
         if phase == "start":
             self._started = time.time()
+            self.changed = False
+            self.step_atomic = bool(getattr(migration, "atomic", True))
             self.steps.append({"migration": "%s.%s" % (migration.app_label, migration.name),
                                "action": self.ACTIONS[kind][1 if fake else 0],
                                "ok": False, "seconds": None})
         elif phase == "success" and self.steps:
+            self.changed = False
             self.steps[-1].update(ok=True, seconds=round(time.time() - self._started, 4))
+
+    def track(self, execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if changes_something(sql):
+            self.changed = True
+        return result
+
+    def failed_step(self):
+        """The step under way when the migrate failed, None when it failed between steps."""
+        if self.steps and not self.steps[-1]["ok"]:
+            return self.steps[-1]["migration"]
+        return None
+
+    def retry_is_safe(self):
+        return retry_is_safe(self.failed_step() is not None, self.step_atomic, self.rollback_ddl,
+                             self.changed)
+
+    def forget_failed(self):
+        """Before a retry: the failed step left nothing behind, it is tried again."""
+        if self.failed_step() is not None:
+            self.steps.pop()
+
+
+# The first words of statements that change nothing a retry would trip over.
+_READ_ONLY = ("SELECT", "SHOW", "SET", "SAVEPOINT", "RELEASE", "ROLLBACK", "EXPLAIN", "PRAGMA",
+              "BEGIN")
+
+
+def changes_something(sql):
+    """Whether a statement may change the database (a text we cannot read counts as one)."""
+    if not isinstance(sql, str):
+        return True
+    words = sql.lstrip(" \t\r\n(").split(None, 1)
+    return not words or words[0].upper().rstrip(";") not in _READ_ONLY
+
+
+def retry_is_safe(in_step, step_atomic, rollback_ddl, changed):
+    """Whether a lock wait that timed out left nothing behind, so the migrate may go on by
+    trying again: the step's transaction rolled back (an atomic migration on an engine whose
+    DDL is transactional), or nothing that changes anything ran since the last step ended
+    (MySQL/MariaDB commit DDL as it goes: after partial DDL only the restore undoes it)."""
+    return bool((in_step and step_atomic and rollback_ddl) or not changed)
+
+
+# Seconds before the first retry; doubled for each next one, at most RETRY_DELAY_CAP.
+RETRY_DELAY_FIRST = 1.0
+RETRY_DELAY_CAP = 30.0
+
+
+def retry_delay(attempt, rand):
+    """Seconds to wait before retry number ``attempt`` (1, 2, ...): exponential backoff with
+    jitter (``rand()`` in [0, 1): 0.5x to 1.5x), so that runs that met the same lock do not
+    queue up again at the same moment."""
+    base = min(RETRY_DELAY_CAP, RETRY_DELAY_FIRST * 2 ** (attempt - 1))
+    return round(base * (0.5 + rand()), 3)
+
+
+# PostgreSQL lock_not_available; MySQL/MariaDB ER_LOCK_WAIT_TIMEOUT (metadata and row locks).
+_LOCK_WAIT_SQLSTATE = "55P03"
+_LOCK_WAIT_MYSQL_CODE = 1205
+
+
+def lock_wait_error(error):
+    """Whether ``error`` (or the driver error it was raised from) is a statement that gave up
+    waiting for a lock (db_lock_timeout), rather than any other failure."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (getattr(error, "pgcode", None) or getattr(error, "sqlstate", None)) == _LOCK_WAIT_SQLSTATE:
+            return True
+        args = getattr(error, "args", None) or ()
+        if args and args[0] == _LOCK_WAIT_MYSQL_CODE:
+            return True
+        if error.__class__.__name__ == "OperationalError" and "database is locked" in str(error):
+            return True  # SQLite's busy_timeout
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def migrate_command_recording(recorder):
@@ -913,8 +1054,16 @@ def migrate_command_recording(recorder):
 
 def migrate(request, connection, entry, timings):
     """Run ``migrate`` in-process (signals, run_syncdb and all, as manage.py would), recording
-    each step and its duration; never raises: a failure is part of the answer."""
+    each step and its duration; never raises: a failure is part of the answer.
+
+    ``request["db_timeouts"]`` ({lock_wait, retries, statement}) bounds every statement's wait
+    for a lock (schema operations, RunSQL and RunPython alike: they all run on this
+    connection); a step that gave up waiting and left nothing behind is tried again after a
+    backoff, up to ``retries`` times (``lock_waits`` lists each). A failure says whether it was
+    such a wait (``lock_wait``) and whether it left the database as the step found it
+    (``clean``)."""
     import io
+    import random
     from django.core.management import call_command
 
     options = {
@@ -930,18 +1079,42 @@ def migrate(request, connection, entry, timings):
     target = request.get("target")
     if target:
         args = [target["app"]] + ([target["migration"]] if target.get("migration") else [])
+    timeouts = request.get("db_timeouts") or {}
     output = io.StringIO()
-    recorder = StepRecorder()
+    recorder = StepRecorder(connection.features.can_rollback_ddl)
+    lock_waits = []
     started = time.time()
+    failure = None
+    with SessionTimeouts(connection, timeouts.get("lock_wait") or 0, timeouts.get("statement"),
+                         row_locks=True), connection.execute_wrapper(recorder.track):
+        while True:
+            try:
+                call_command(migrate_command_recording(recorder), *args, stdout=output,
+                             stderr=output, **options)
+                failure = None
+            except BaseException as exc:  # SystemExit and KeyboardInterrupt included: report, then stop
+                failure = (exc, traceback.format_exc())
+            if failure is None or not lock_wait_error(failure[0]) or not recorder.retry_is_safe() \
+                    or len(lock_waits) >= int(timeouts.get("retries") or 0):
+                break
+            delay = retry_delay(len(lock_waits) + 1, random.random)
+            lock_waits.append({"migration": recorder.failed_step(), "attempt": len(lock_waits) + 1,
+                               "error": first_line(failure[0]), "retry_in": delay})
+            recorder.forget_failed()
+            output.write("lock wait timed out (%s); trying again in %.1fs\n" % (first_line(failure[0]), delay))
+            time.sleep(delay)
     error = None
-    try:
-        call_command(migrate_command_recording(recorder), *args, stdout=output, stderr=output,
-                     **options)
-    except BaseException as exc:  # SystemExit and KeyboardInterrupt included: report, then stop
-        error = {"type": exc.__class__.__name__, "message": str(exc),
-                 "traceback": traceback.format_exc()}
+    if failure is not None:
+        exc, text = failure
+        error = {"type": exc.__class__.__name__, "message": str(exc), "traceback": text,
+                 "lock_wait": lock_wait_error(exc), "clean": recorder.retry_is_safe()}
     timings["migrate"] = round(time.time() - started, 4)
-    return {"steps": recorder.steps, "error": error, "output": output.getvalue()[-20000:]}
+    return {"steps": recorder.steps, "error": error, "lock_waits": lock_waits,
+            "output": output.getvalue()[-20000:]}
+
+
+def first_line(error):
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0][:300]
 
 
 def management_command(request, connection, timings):

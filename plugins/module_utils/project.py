@@ -208,13 +208,14 @@ class DjangoProject:
         return self.call(facts_request(database, apps, target, sql, pending, checks))
 
     def migrate(self, database="default", target=None, fake=False, fake_initial=False,
-                skip_checks=False):
+                skip_checks=False, db_timeouts=None):
         """Run migrate in the project and gather the facts after it, in one launch.
 
-        Returns the introspect result with ``migrate`` ({steps, error, output}) and ``facts``
-        (None with ``facts_error`` when they could not be read afterwards).
+        Returns the introspect result with ``migrate`` ({steps, error, lock_waits, output}) and
+        ``facts`` (None with ``facts_error`` when they could not be read afterwards).
         """
-        return self.call(migrate_request(database, target, fake, fake_initial, skip_checks))
+        return self.call(migrate_request(database, target, fake, fake_initial, skip_checks,
+                                         db_timeouts))
 
     def migrate_to_set(self, applied, database="default", overrides=None):
         """Migrate ANOTHER, empty database to exactly the applied set ``applied``, in one launch.
@@ -270,8 +271,9 @@ class ProjectSession:
         return self.call(facts_request(database, apps, target, sql, pending, checks))
 
     def migrate(self, database="default", target=None, fake=False, fake_initial=False,
-                skip_checks=False):
-        return self.call(migrate_request(database, target, fake, fake_initial, skip_checks))
+                skip_checks=False, db_timeouts=None):
+        return self.call(migrate_request(database, target, fake, fake_initial, skip_checks,
+                                         db_timeouts))
 
     def command(self, name, args=(), database="default"):
         """``flush`` or ``loaddata`` in the project; the answer's ``command`` has ``error``
@@ -291,10 +293,14 @@ def facts_request(database="default", apps=None, target=None, sql=False, pending
 
 
 def migrate_request(database="default", target=None, fake=False, fake_initial=False,
-                    skip_checks=False):
-    """``skip_checks``: like manage.py migrate --skip-checks (Django's checks gate otherwise)."""
+                    skip_checks=False, db_timeouts=None):
+    """``skip_checks``: like manage.py migrate --skip-checks (Django's checks gate otherwise).
+    ``db_timeouts``: {lock_wait, retries, statement} of the migrating connection (see
+    introspect.migrate); None: the server's own."""
     request = {"action": "migrate", "database": database, "fake": fake,
                "fake_initial": fake_initial, "pending": True, "skip_checks": skip_checks}
+    if db_timeouts:
+        request["db_timeouts"] = db_timeouts
     if target:
         request["target"] = target
     return request

@@ -115,9 +115,44 @@ options:
     type: int
   lock_timeout:
     description:
-      - Seconds to wait for another run's migration lock before failing with the holder's name.
+      - Seconds to wait for B(another dbsafe run's) migration lock (the run lock, taken before the
+        backup) before failing with the holder's name. It does not bound how long a migration's
+        statements wait for table locks held by the application; that is O(db_lock_timeout).
     type: int
     default: 300
+  db_lock_timeout:
+    description:
+      - Seconds each statement of the migrate - schema operations, C(RunSQL) and C(RunPython)
+        alike - may wait for a table or row lock held by another session (PostgreSQL
+        C(lock_timeout); MariaDB/MySQL C(lock_wait_timeout) for metadata locks and
+        C(innodb_lock_wait_timeout) for rows; SQLite C(busy_timeout)), set on the migrating
+        connection. A DDL statement queued behind a long transaction makes every later query on
+        that table queue behind it; this bounds that queue to O(db_lock_timeout) seconds.
+      - A step that gave up waiting and left nothing behind (PostgreSQL and SQLite roll the
+        step's transaction back; on MariaDB/MySQL, where DDL commits as it goes, only when no
+        statement of the step that changes anything had run) is tried again after a backoff, up
+        to O(db_lock_retries) times, without a restore. After partial DDL, or with the retries
+        used up after earlier steps were applied, the backup is restored as for any failure.
+      - When the retries are used up the task fails naming the sessions that hold locks
+        (PostgreSQL pid, user, application; MariaDB/MySQL connection id, user, client; since
+        when, the first line of their query) and the database's state, checked.
+      - V(0) leaves the server's own setting (PostgreSQL waits forever by default).
+    type: int
+    default: 5
+  db_lock_retries:
+    description:
+      - How many times a step that gave up waiting for a lock (O(db_lock_timeout)) is tried again,
+        with exponential backoff and jitter between tries (about 1, 2, 4, 8... seconds, each
+        0.5x to 1.5x, at most 30). V(0) fails at the first timeout.
+    type: int
+    default: 5
+  db_statement_timeout:
+    description:
+      - Seconds any single statement of the migrate may run (PostgreSQL C(statement_timeout),
+        MariaDB C(max_statement_time); MySQL's C(max_execution_time) covers only C(SELECT); SQLite
+        has none). A statement that runs longer fails the migrate, which is restored like any
+        failure, and is not retried. Not set, there is no limit.
+    type: int
   terminate_blocking_sessions:
     description:
       - When the restore after a failure finds other sessions holding table locks in the
@@ -376,6 +411,20 @@ interrupted:
   type: list
   elements: str
   sample: [SIGTERM, SIGINT]
+lock_waits:
+  description:
+    - Each time a step gave up waiting for a lock (O(db_lock_timeout)) and was tried again - the
+      migration (null between steps), the try's number, the error's first line and the seconds
+      waited before the next try.
+  returned: when a statement of the migrate waited longer than O(db_lock_timeout)
+  type: list
+  elements: dict
+  sample: [{migration: shop.0042_add_note, attempt: 1, error: canceling statement due to lock timeout, retry_in: 1.21}]
+lock_holders:
+  description: The sessions that held locks when the retries were used up, in words.
+  returned: when the migrate failed because it could not get a lock
+  type: str
+  sample: "pid 4242 (user shop, application gunicorn, idle in transaction since 2026-12-07T05:00:00Z: SELECT ...)"
 restored:
   description: Whether the backup was restored (only ever true in a failed result).
   returned: always
@@ -455,11 +504,9 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params["keep"] is not None and params["keep"] < 1:
-        module.fail_json(msg="keep must be 1 or more (got %d)" % params["keep"])
-    if params["lock_timeout"] < 0:
-        module.fail_json(msg="lock_timeout must not be negative")
     options = GuardOptions.from_params(params)
+    if options.problems():
+        module.fail_json(msg="; ".join(options.problems()))
     runner = runner_for(module)
     window = None
     if params["downtime"] is not None:

@@ -25,6 +25,7 @@ import shutil
 import socket
 import tempfile
 
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers import describe_blockers
 from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     CommandError,
@@ -147,6 +148,22 @@ class Engine:
 
     def lock(self, name=DEFAULT_LOCK_NAME, timeout=60):
         raise NotImplementedError
+
+    def blocking_sessions(self):
+        """The other sessions holding locks in this database (engines with server sessions):
+        dicts as engines/blockers.describe_blockers takes them."""
+        return []
+
+    def describe_sessions(self, sessions):
+        return describe_blockers(sessions)
+
+    def described_blockers(self):
+        """Who holds locks in this database, in words for a message; never raises (a listing
+        that failed says so)."""
+        try:
+            return self.describe_sessions(self.blocking_sessions())
+        except EngineError as listing:
+            return "sessions that could not be listed (%s)" % listing.msg
 
     def database_exists(self, name):
         raise NotImplementedError

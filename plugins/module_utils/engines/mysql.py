@@ -344,16 +344,15 @@ class MysqlEngine(Engine):
             raise EngineError(mysql_sessions.kill_refused_message(
                 self.describe(), self.connection.user, describe_blockers(refused)))
 
+    def describe_sessions(self, sessions):
+        """Also says when only the user's own sessions could be seen."""
+        return mysql_sessions.describe_seen(describe_blockers(sessions), len(sessions),
+                                            self.blockers_seen == "own")
+
     def _blocked_restore_error(self, error):
-        try:
-            sessions = self.blocking_sessions()
-            blockers = mysql_sessions.describe_seen(describe_blockers(sessions), len(sessions),
-                                                    self.blockers_seen == "own")
-        except EngineError as listing:
-            blockers = "sessions that could not be listed (%s)" % listing.msg
         waited = self.restore_lock_wait or SWAP_LOCK_WAIT
         return EngineError("%s. What failed: %s" % (
-            blocked_restore_message(self.describe(), waited, blockers), error.msg),
+            blocked_restore_message(self.describe(), waited, self.described_blockers()), error.msg),
             stderr=error.details.get("stderr"))
 
     def _restore(self, src):

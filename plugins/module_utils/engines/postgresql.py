@@ -30,7 +30,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers import (
     blocked_restore_message,
-    describe_blockers,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_archive import (
     DUMP_FORMATS,
@@ -170,11 +169,8 @@ class PostgresqlEngine(Engine):
         failed = self.error(error, "restore")
         if "lock timeout" not in (error.details.get("stderr") or error.msg or ""):
             return failed
-        try:
-            blockers = describe_blockers(self.blocking_sessions())
-        except EngineError as listing:
-            blockers = "sessions that could not be listed (%s)" % listing.msg
-        return EngineError(blocked_restore_message(self.describe(), self.restore_lock_wait, blockers),
+        return EngineError(blocked_restore_message(self.describe(), self.restore_lock_wait,
+                                                   self.described_blockers()),
                            stderr=failed.details.get("stderr"))
 
     def tool(self, name):

@@ -61,6 +61,10 @@ class SqliteEngine(Engine):
     name = "sqlite"
     dump_formats = (SqliteDump(),)
 
+    def described_blockers(self):
+        # SQLite's locks belong to the file, not to sessions it could name.
+        return "another process that has %s open (SQLite does not say which)" % self.path
+
     @property
     def path(self):
         return self.connection.name
