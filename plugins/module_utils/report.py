@@ -138,6 +138,10 @@ def migration_report(host, result):
         # Each pending operation's risk to its live table (risk.py); the report lists the risky ones.
         "risk": result.get("risk"),
         "risks": [item for item in result.get("risks") or [] if item.get("level") != "safe"],
+        # Statements that gave up waiting for another session's lock and were tried again, and
+        # who held the lock when the tries were used up.
+        "lock_waits": result.get("lock_waits") or [],
+        "lock_holders": result.get("lock_holders"),
     }
 
 
@@ -154,6 +158,19 @@ def risk_line(item):
     reasons = "; ".join(item.get("reasons") or [])
     return "- **%s** %s: %s on %s: %s" % (item.get("level"), item.get("migration"), item.get("operation"), table,
                                           reasons)
+
+
+def lock_wait_lines(migration):
+    """The report's lines on lock waits: each retry, and who held the lock at the end."""
+    lines = []
+    if migration.get("lock_waits"):
+        lines += ["", "Lock waits (a statement gave up after db_lock_timeout and was tried again):", ""]
+        lines += ["- %s: try %s ended with %s; tried again after %s s" % (
+            wait.get("migration") or "between steps", wait.get("attempt"), wait.get("error"),
+            wait.get("retry_in")) for wait in migration["lock_waits"]]
+    if migration.get("lock_holders"):
+        lines += ["", "Gave up waiting for a lock held by: %s" % migration["lock_holders"]]
+    return lines
 
 
 def _cell(value):
@@ -199,6 +216,7 @@ def render_markdown(report):
                 lines.append("| %s | %s | %s | %+d |" % (
                     _cell(change.get("table")), _cell(change.get("before")),
                     _cell(change.get("after")), change.get("change") or 0))
+        lines += lock_wait_lines(m)
         if m.get("risks"):
             lines += ["", "Risky operations (plan risk: **%s**):" % m.get("risk"), ""]
             lines += [risk_line(item).replace("\n", " ") for item in m["risks"]]

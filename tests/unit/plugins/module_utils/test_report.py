@@ -105,3 +105,18 @@ def test_row_changes_are_in_the_report_and_its_markdown():
     text = render_markdown(report)
     assert "| table | rows before | rows after | change |" in text
     assert "| authors_author | 100 | 60 | -40 |" in text
+
+
+def test_lock_waits_and_the_lock_holder_are_in_the_report():
+    waited = dict(MIGRATED, lock_waits=[
+        {"migration": "books.0006_x", "attempt": 1, "error": "canceling statement due to lock timeout",
+         "retry_in": 1.2}])
+    failed = dict(MIGRATED, changed=False, failed=True, applied=[], msg="gave up waiting",
+                  lock_holders="pid 4242 (user shop, application report, idle in transaction since x: SELECT 1)")
+    text = render_markdown(build_report("deploy", [
+        {"host": "app1", "preflight": PREFLIGHT, "migrate": waited}], finished=105.0))
+    assert "- books.0006_x: try 1 ended with canceling statement due to lock timeout; tried again after 1.2 s" in text
+    assert "Gave up waiting" not in text
+    text = render_markdown(build_report("deploy", [
+        {"host": "app1", "preflight": PREFLIGHT, "migrate": failed}], finished=105.0))
+    assert "Gave up waiting for a lock held by: pid 4242 (user shop, application report" in text
