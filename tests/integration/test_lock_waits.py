@@ -212,3 +212,36 @@ def test_bad_lock_options_change_nothing(postgres_database, tmp_path):
     assert "db_statement_timeout must be 1 second or more" in result["msg"], result["msg"]
     assert columns(postgres_database) == before
     assert not os.path.exists(str(tmp_path / "backups"))
+
+
+def test_mariadb_after_partial_ddl_the_backup_is_restored(mysql_database, tmp_path):
+    """MariaDB commits DDL as it goes: a step that already created a table when its next statement
+    gave up waiting is not tried again - the backup is restored (once the lock is free) and proven."""
+    database = mysql_database
+    project, migration = prepared(database, tmp_path, "\n".join([
+        "migrations.RunSQL('CREATE TABLE lock_side (id integer PRIMARY KEY)', 'DROP TABLE lock_side'),",
+        ADD_COLUMN]), model_field="lock_note = models.TextField(null=True)")
+    before = columns(database)
+    blocker = Blocker(database, seconds=HELD)
+    try:
+        result = migrate(project, database, tmp_path)
+    finally:
+        blocker.stop()
+
+    assert result.get("failed"), result
+    message = result["msg"]
+    assert "migration %s failed" % migration in message and "gave up waiting for a lock" in message, message
+    assert "1 try of db_lock_timeout=2s" in message, message  # partial DDL: no retry
+    assert "lock_waits" not in result
+    assert result["restored"] is True and result["proven"] is True, message
+    assert "was restored and verified" in message, message
+    assert columns(database) == before
+    import pymysql
+    connection = pymysql.connect(host=database.host, port=int(database.port), user=database.user,
+                                 password=database.password or "", database=database.name)
+    try:
+        cursor = connection.cursor()
+        cursor.execute("SHOW TABLES LIKE 'lock_side'")
+        assert cursor.fetchall() == ()
+    finally:
+        connection.close()
