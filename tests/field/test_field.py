@@ -357,6 +357,123 @@ def test_a_pattern_matching_no_host_fails_loudly(args, fleets, request):
     fleet.settled(*state)  # nothing was touched
 
 
+# --- a virtualenv per release (issue 19, item 1), over SSH with become ------------------------
+
+
+class ReleaseVenvApp(field.FieldApp):
+    """A host whose server runs on <releases>/current/bin/python once the role manages its venvs
+    (the first start, before any deploy, on the hosts' Python)."""
+
+    def __init__(self, *args, **kwargs):
+        field.FieldApp.__init__(self, *args, **kwargs)
+        self.releases = os.path.join(self.home, "releases")
+        self.link = os.path.join(self.releases, "current")
+        self.server_python = self.python
+
+    def start_command(self):
+        command = field.FieldApp.start_command(self)
+        command[command.index("--exec") + 1] = self.server_python
+        return command
+
+    def hostvars(self, **extra):
+        self.server_python = os.path.join(self.link, "bin", "python")
+        host = field.FieldApp.hostvars(self, **extra)
+        host.update(django_migrate_requirements="requirements.txt", django_migrate_releases_path=self.releases)
+        return host
+
+    def running_python(self):
+        with open("/proc/%d/cmdline" % self.pid(), "rb") as handle:
+            return handle.read().split(b"\0")[0].decode()
+
+
+def release_branch(fleet, python):
+    """release-2v: release-2 with a requirements.txt (the hosts' packages, pinned, and one more);
+    release-3v: other requirements and a migration that fails. A branch of their own: main and the
+    other tests' tags stay as they are."""
+    repo = fleet.repo
+    pins = subprocess.run([python, "-m", "pip", "freeze"], capture_output=True, text=True, check=True).stdout
+    wanted = [line for line in pins.splitlines() if line.split("==")[0].lower() in
+              [name.lower() for name in field.APP_PACKAGES]]
+    requirements = "\n".join(sorted(wanted) + [RELEASE_PACKAGE]) + "\n"
+    field.run(["chown", "-R", "0:0", repo])  # the app user's: git refuses another owner's repository
+    field.git(repo, "checkout", "--quiet", "-b", "release-venvs", "release-2")
+    with open(os.path.join(repo, "requirements.txt"), "w") as handle:
+        handle.write(requirements)
+    shas = {"release-2v": field.commit(repo, "release-2v: its requirements", tag="release-2v")}
+    with open(os.path.join(repo, "requirements.txt"), "w") as handle:
+        handle.write(requirements + "# release-3v\n")
+    failing = field.demo.add_failing_migration(repo, "runsql")
+    shas["release-3v"] = field.commit(repo, "release-3v: new requirements, a migration that fails",
+                                      tag="release-3v")
+    field.git(repo, "checkout", "--quiet", "main")
+    fleet.harness.users.own(repo)
+    return shas, failing
+
+
+RELEASE_PACKAGE = "iniconfig==2.3.1"  # tiny, pinned in requirements/tools.txt
+BUILD_TASK = "Preflight | Build the wanted revision's virtualenv"
+
+
+def task_status(output, task):
+    match = re.search(re.escape(task) + r".*?\n(ok|changed|failed|fatal|skipping): \[", output, re.S)
+    return match.group(1) if match else None
+
+
+def test_release_venvs_are_built_by_the_app_user_over_ssh(fleets, request):
+    """The preflight builds the wanted revision's venv on the host as the app user (become over
+    sudo), the window switches the `current` link and the server starts on it; the same revision
+    again builds nothing; a failed release switches back to the running release's venv. PostgreSQL
+    only: the venv does not depend on the engine. On the fleet's dev database (its password is
+    scanned like the others'), so the fleet itself is untouched."""
+    fleet = fleets("postgresql")
+    users = fleet.harness.users
+    shas, failing = release_branch(fleet, fleet.harness.python)
+    fleet_state = fleet.state  # the fleet's hosts and database are not touched here
+    fleet.apps["dev"].stop()  # the dev database is this test's now (dev is made again when needed)
+    fleet.server.recreate(fleet.dev_db)
+    app = ReleaseVenvApp("venv1", fleet, fleet.dev_db, version="release-2v")
+    fleet.apps["venv1"] = app
+    request.addfinalizer(lambda: fleet.apps.pop("venv1", None) and app.stop())
+    app.fresh("release-1", migrate=True, data=True)
+    inventory = fleet.inventory({"django": ["venv1"]}, name="inventory-venv.yml")
+
+    run = fleet.playbook("deploy", inventory, request.node.name)
+
+    assert run.rc == 0, run.tail()
+    assert task_status(run.output, BUILD_TASK) == "changed", run.tail()
+    venv_2 = os.readlink(app.link)
+    assert os.path.dirname(venv_2) == app.releases
+    for path in (app.releases, venv_2, os.path.join(venv_2, "bin", "python")):
+        assert os.lstat(path).st_uid == users.uid, "%s is not the app user's" % path
+    assert users.as_app([os.path.join(venv_2, "bin", "python"), "-c", "import iniconfig"], check=False).returncode == 0
+    assert app.answers(within=30)
+    assert app.running_python() == os.path.join(app.link, "bin", "python")
+    assert app.head_revision() == shas["release-2v"]
+
+    again = fleet.playbook("deploy", inventory, request.node.name)
+
+    assert again.rc == 0, again.tail()
+    assert task_status(again.output, BUILD_TASK) == "ok", again.tail()  # built nothing
+    assert os.readlink(app.link) == venv_2
+    assert [name for name in os.listdir(app.releases) if name != "current"] == [os.path.basename(venv_2)]
+
+    inventory = fleet.inventory({"django": ["venv1"]}, {"venv1": {"django_migrate_git_version": "release-3v"}},
+                                name="inventory-venv.yml")
+    failed = fleet.playbook("deploy", inventory, request.node.name)
+
+    assert failed.rc != 0, failed.tail()
+    assert "migration books.%s failed" % failing in failed.output, failed.tail()
+    assert task_status(failed.output, BUILD_TASK) == "changed", failed.tail()
+    venvs = [name for name in os.listdir(app.releases) if name != "current"]
+    assert len(venvs) == 2, venvs  # release-3v's was built, as the app user
+    assert all(os.lstat(os.path.join(app.releases, name)).st_uid == users.uid for name in venvs)
+    assert os.readlink(app.link) == venv_2  # switched back
+    assert app.answers(within=30)
+    assert app.running_python() == os.path.join(app.link, "bin", "python")
+    assert app.head_revision() == shas["release-2v"]
+    fleet.settled(fleet_state, dev_version=None)
+
+
 # --- the local demo -----------------------------------------------------------------------------
 
 
