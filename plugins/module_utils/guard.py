@@ -191,6 +191,7 @@ class GuardedMigrate:
         self.timings = Timings()
         self.session = None  # the ProjectSession of a run
         self.restorer = None  # the engine restores run through (see _restorer)
+        self._edited_allowed = False  # allow_edited's warning was given
         self.result = {"changed": False, "restored": False, "backup": None, "lock": None,
                        "applied": [], "fake": bool(options.fake or options.fake_initial)}
 
@@ -346,8 +347,8 @@ class GuardedMigrate:
                                    too_risky=risk.above(self.result["risks"], self.options.max_risk),
                                    database_changed=False)
         if self.result["edited"] and self.options.allow_edited and self.options.track_checksums \
-                and not self.result.get("allowed_edited"):
-            self.result["allowed_edited"] = True
+                and not self._edited_allowed:
+            self._edited_allowed = True  # once, also when the preflight runs again after the lock
             self.warn("allow_edited: true - going ahead although these applied migrations were "
                       "edited after they were applied: %s; their new checksums are recorded once a "
                       "migrate runs" % ", ".join(self.result["edited"]))
