@@ -32,6 +32,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     DbsafeError,
     ProjectError,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.introspect import CHECKSUM_TABLE
 from ansible_collections.dbsafe.django.plugins.module_utils.project import DjangoProject
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import (
     diff_snapshots,
@@ -81,12 +82,13 @@ def schema_only(snapshot, ignore_tables=(), engine=None):
     """The part of a snapshot the drift check compares: the schema without ignored tables.
 
     No ``migrations`` (the django_migrations rows are not schema: ghosts and squash records
-    differ by history) and no table contents. On MySQL/MariaDB without the foreign keys'
+    differ by history), no table contents, and not our own table of migration checksums
+    (the guarded migrate's, not the migrations'). On MySQL/MariaDB without the foreign keys'
     indexes InnoDB keeps or drops by itself (``without_innodb_fk_indexes``).
     """
     schema = snapshot.get("schema") or {}
     schema = dict((table, value) for table, value in schema.items()
-                  if not ignored(table, ignore_tables))
+                  if not ignored(table, ignore_tables) and table != CHECKSUM_TABLE)
     if engine == "mysql":
         schema = dict((table, without_innodb_fk_indexes(value))
                       for table, value in schema.items())

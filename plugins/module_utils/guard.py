@@ -42,6 +42,8 @@ GUARD_ARGUMENT_SPEC = dict(
     app=dict(type="str"),
     migration=dict(type="str"),
     allow_data_loss=dict(type="bool", default=False),
+    # Go ahead although applied migrations were edited (their new checksums are recorded).
+    allow_edited=dict(type="bool", default=False),
     allow_ghosts=dict(type="bool", default=False),
     allow_fake=dict(type="bool", default=False),
     fake=dict(type="bool", default=False),
@@ -59,6 +61,9 @@ GUARD_ARGUMENT_SPEC = dict(
     db_statement_timeout=dict(type="int"),
     skip_checks=dict(type="bool", default=False),
     terminate_blocking_sessions=dict(type="bool", default=False),
+    # Record each applied migration's checksum and refuse on edited ones; false: our table is
+    # neither read nor written.
+    track_checksums=dict(type="bool", default=True),
     # The highest risk (risk.LEVELS) the plan may have; None: no limit.
     max_risk=dict(type="str", choices=["safe", "locks", "incompatible", "data_loss"]),
     # A privileged login the restore after a failure runs as (same server and database).
@@ -154,12 +159,33 @@ def preflight_problems(result, options):
             "%s cannot be unapplied: %s has no reverse"
             % (item["migration"], ", ".join(item["operations"]))
         )
+    problems.extend(checksum_problems(facts, options))
     if (options.fake or options.fake_initial) and not options.allow_fake:
         problems.append(
             "fake/fake_initial record migrations without running them; set allow_fake: true "
             "if that is really what you want"
         )
     return problems
+
+
+def checksum_problems(facts, options):
+    """Applied migrations edited since they were applied (unless allow_edited), or checksums
+    that could not be read: what to do about them. Pure."""
+    if not options.track_checksums:
+        return []
+    found = facts.get("checksums") or {}
+    if found.get("error"):
+        return ["the checksums of the applied migrations could not be read from %s: %s; fix the "
+                "database user's access to that table, or set track_checksums: false to migrate "
+                "without the check" % (found.get("table"), found["error"])]
+    edited = state.edited_migrations(facts)
+    if not edited or options.allow_edited:
+        return []
+    return ["applied migrations were edited after they were applied (what they do no longer "
+            "matches the checksum recorded when they ran): %s; the database ran the old version, "
+            "so the edit never reached it. Undo the edit and put the change into a new migration, "
+            "or set allow_edited: true if the database needs nothing of it (their new checksums "
+            "are then recorded by the migrate)" % ", ".join(edited)]
 
 
 def verification_problems(before, after, plan):
@@ -190,6 +216,7 @@ class GuardedMigrate:
         self.timings = Timings()
         self.session = None  # the ProjectSession of a run
         self.restorer = None  # the engine restores run through (see _restorer)
+        self._edited_allowed = False  # allow_edited's warning was given
         self.result = {"changed": False, "restored": False, "backup": None, "lock": None,
                        "applied": [], "fake": bool(options.fake or options.fake_initial)}
 
@@ -237,7 +264,8 @@ class GuardedMigrate:
 
     def _steps(self, started):
         before = self.timings.run("introspect", self.session.facts, database=self.options.database,
-                                  target=self.options.target, sql=self.diff)
+                                  target=self.options.target, sql=self.diff,
+                                  track_checksums=self.options.track_checksums)
         plan = before["facts"]["plan"]
         self.result.update(before=state.migration_facts(before), plan=plan,
                            code_steps=state.code_steps(plan))
@@ -324,6 +352,7 @@ class GuardedMigrate:
         # Each pending operation's risk to its live table, shown in check and diff mode too.
         self.result["risks"] = self.result["before"]["risks"]
         self.result["risk"] = self.result["before"]["risk"]
+        self.result["edited"] = self.result["before"]["edited"]
         if problems:
             raise PreflightRefused(
                 "refused before touching the database: " + " | ".join(problems),
@@ -342,6 +371,12 @@ class GuardedMigrate:
             raise PreflightRefused("refused before touching the database: " + too_risky,
                                    too_risky=risk.above(self.result["risks"], self.options.max_risk),
                                    database_changed=False)
+        if self.result["edited"] and self.options.allow_edited and self.options.track_checksums \
+                and not self._edited_allowed:
+            self._edited_allowed = True  # once, also when the preflight runs again after the lock
+            self.warn("allow_edited: true - going ahead although these applied migrations were "
+                      "edited after they were applied: %s; their new checksums are recorded once a "
+                      "migrate runs" % ", ".join(self.result["edited"]))
         serious = state.serious_checks(before["facts"])
         if plan and self.options.skip_checks and not self.result.get("skip_checks"):
             self.result["skip_checks"] = True
@@ -356,7 +391,8 @@ class GuardedMigrate:
         if rows == set(before["facts"]["applied_rows"]):
             return before, plan
         before = self.timings.run("introspect_again", self.session.facts,
-                                  database=self.options.database, target=self.options.target)
+                                  database=self.options.database, target=self.options.target,
+                                  track_checksums=self.options.track_checksums)
         plan = before["facts"]["plan"]
         self._preflight(before, plan)
         self.result.update(before=state.migration_facts(before), plan=plan,
@@ -398,6 +434,7 @@ class GuardedMigrate:
                 "migrate", self.session.migrate, database=self.options.database,
                 target=self.options.target, fake=self.options.fake,
                 fake_initial=self.options.fake_initial, skip_checks=self.options.skip_checks,
+                track_checksums=self.options.track_checksums, allow_edited=self.options.allow_edited,
                 db_timeouts=self.options.db_timeouts,
             )
         except DbsafeError as error:  # killed, crashed, no answer
@@ -420,6 +457,7 @@ class GuardedMigrate:
             return self._put_back(engine, snapshot, backup, None,
                                   "verification failed: " + "; ".join(problems))
         self.result["after"] = state.migration_facts(after)
+        self._checksums_written(after)
         self._row_changes(engine, snapshot)
 
     def _say_lock_waits(self, lock_waits):
@@ -457,6 +495,15 @@ class GuardedMigrate:
             failed_step=failed, error=message, applied=self.result["applied"],
             plan=state.plan_names(self.result["plan"]), restored=False, proven=True,
             database_as_before=True, backup=self.result["backup"])
+
+    def _checksums_written(self, after):
+        """The migrate succeeded: a checksum that could not be recorded is a warning, not a
+        failure (the next guarded migrate records what is missing)."""
+        found = after["facts"].get("checksums") or {}
+        if found.get("write_error"):
+            self.warn("the migrate succeeded, but the checksums of the applied migrations could "
+                      "not be recorded in %s: %s; the next guarded migrate records them"
+                      % (found.get("table"), found["write_error"]))
 
     def _row_changes(self, engine, snapshot):
         """Tables whose row count the migrate changed (a data migration's deletes show here):

@@ -10,9 +10,10 @@ Everything is gathered in that one launch, because booting Django is the expensi
 Requests:
 - ``facts``: migration graph, applied rows, plan (to the latest state or to a target),
   conflicts, ghosts, inconsistent history, pending model changes, the system checks' messages,
-  database settings. Reads only.
-- ``migrate``: runs ``migrate`` in-process, then gathers the facts again and runs the
-  post-migration checks, so a guarded migrate needs one launch for planning and one for doing.
+  applied migrations edited since their checksum was recorded, database settings. Reads only.
+- ``migrate``: runs ``migrate`` in-process, then records the applied migrations' checksums,
+  gathers the facts again and runs the post-migration checks, so a guarded migrate needs one
+  launch for planning and one for doing.
 - ``warm``: imports Django's own framework modules and nothing of the project (no settings,
   no project path on sys.path), so that a later ``facts`` request in the same session boots
   in a fraction of the time. The guarded migrate sends it before the application is stopped
@@ -847,6 +848,452 @@ def collect_sql(executor, migration, backwards):
         return ["-- cannot render SQL: %s" % error]
 
 
+# -- checksums of applied migrations ----------------------------------------------------------
+# An applied migration edited afterwards never reaches the database that ran it. The checksum
+# of what each migration does is recorded in our own table when it is applied; the facts list
+# the applied migrations whose checksum changed since (``edited``).
+#
+# The checksum is over the migration's operations only, each as Django's ``deconstruct()``
+# gives it, made canonical, so that how the file is written does not count:
+# - operations, fields, indexes, constraints: the class name (not its module: Django moves its
+#   classes between releases) with the arguments bound to their parameter names (positional or
+#   keyword is the same); dicts by key, sets sorted, tuples as lists; a Q by its children;
+# - RunSQL: the SQL without comments, each run of whitespace outside quotes one space (none
+#   beside parentheses, commas and semicolons), no trailing semicolon;
+# - a callable: its module and qualified name; a function defined in the migration's own file
+#   (RunPython's) also by the syntax tree of its source (no comments, docstrings, spacing or
+#   line breaks), so that a change of its body counts; what it calls is not followed; Django's
+#   own callables (RunPython.noop, models.CASCADE) by name only.
+# Django's own apps (django.contrib) are not tracked: Django edits their migrations itself.
+# The dependencies and other attributes of the migration do not count: they change its order,
+# not what it did. ``CHECKSUM_VERSION`` prefixes each checksum: a record of another version is
+# taken again as a baseline, never compared.
+
+CHECKSUM_TABLE = "dbsafe_migration_checksums"
+CHECKSUM_VERSION = 1
+# Keyword arguments Django renamed between releases, per class: the newer name counts.
+RENAMED_KWARGS = {"CheckConstraint": {"check": "condition"}}
+
+
+def _text(value):
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def canonical(value, module=None):
+    """``value`` (an operation and everything in it) as plain JSON data that says what it is
+    and not how it was written. ``module``: the migration's module, whose own functions count
+    by their source."""
+    import datetime
+    import decimal
+    import enum
+    import functools
+    import re
+    import uuid
+
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):  # also Django's SettingsReference and TextChoices
+        return str(value)
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    if _is_lazy_text(value):
+        return str(value)
+    if isinstance(value, dict):
+        return dict((key if isinstance(key, str) else _text(canonical(key, module)), canonical(item, module))
+                    for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return [canonical(item, module) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return {"set": sorted(_text(canonical(item, module)) for item in value)}
+    if isinstance(value, enum.Enum):
+        return {"enum": type(value).__name__, "value": canonical(value.value, module)}
+    if isinstance(value, type):  # bases=(models.Model,), default=dict
+        return {"class": value.__name__}
+    if isinstance(value, functools.partial):
+        return {"partial": canonical(value.func, module), "args": canonical(value.args, module),
+                "keywords": canonical(value.keywords, module)}
+    if _is_q(value):  # Django 3.2 deconstructs Q(a=1) into kwargs, later releases into args
+        return {"class": type(value).__name__, "children": canonical(value.children, module),
+                "connector": value.connector, "negated": bool(value.negated)}
+    if callable(getattr(value, "deconstruct", None)):
+        return _deconstructed(value, module)
+    if callable(value):
+        return _callable(value, module)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return {type(value).__name__: value.isoformat()}
+    if isinstance(value, datetime.timedelta):
+        return {"timedelta": value.total_seconds()}
+    if isinstance(value, (decimal.Decimal, uuid.UUID, complex)):
+        return {type(value).__name__: str(value)}
+    if isinstance(value, type(re.compile(""))):
+        return {"regex": value.pattern if isinstance(value.pattern, str) else canonical(value.pattern),
+                "flags": value.flags}
+    # Anything else by its class and repr, without a memory address (it differs every run).
+    return {"object": type(value).__name__, "repr": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(value))}
+
+
+def _is_lazy_text(value):
+    try:
+        from django.utils.functional import Promise
+    except ImportError:
+        return False
+    return isinstance(value, Promise)
+
+
+def _is_q(value):
+    try:
+        from django.db.models import Q
+    except ImportError:
+        return False
+    return isinstance(value, Q)
+
+
+def _deconstructed(value, module):
+    parts = value.deconstruct()
+    if len(parts) == 4 and isinstance(parts[1], str):  # a field: (name, path, args, kwargs)
+        parts = parts[1:]  # its name is the operation's argument
+    if len(parts) != 3 or not isinstance(parts[0], str):
+        return {"deconstructed": canonical(list(parts), module)}
+    path, args, kwargs = parts
+    name = path.rsplit(".", 1)[-1]
+    arguments = _bound(type(value), args, kwargs)
+    renamed = RENAMED_KWARGS.get(name, {})
+    arguments = dict((renamed.get(key, key), item) for key, item in arguments.items())
+    if name == "RunSQL":
+        for key in ("sql", "reverse_sql"):
+            if key in arguments:
+                arguments[key] = sql_shape(arguments[key])
+    return {"class": name, "arguments": canonical(arguments, module)}
+
+
+_SIGNATURES = {}
+
+
+def _bound(cls, args, kwargs):
+    """The arguments as {parameter: value}: given positionally or by keyword is the same. The
+    defaults are not filled in (a parameter a later Django adds would change every checksum)."""
+    import inspect
+
+    args, kwargs = list(args or ()), dict(kwargs or {})
+    if not args:  # by keyword only (what Django's own classes deconstruct to): already bound
+        return kwargs
+    try:
+        if cls not in _SIGNATURES:
+            _SIGNATURES[cls] = inspect.signature(cls.__init__)
+        signature = _SIGNATURES[cls]
+        bound = signature.bind(None, *args, **kwargs)
+    except (TypeError, ValueError):
+        bound = None
+    if bound is None:
+        arguments = dict(kwargs)
+        if args:
+            arguments["*"] = args
+        return arguments
+    arguments = {}
+    for position, (key, item) in enumerate(bound.arguments.items()):
+        if position == 0:
+            continue  # self
+        kind = signature.parameters[key].kind
+        if kind == inspect.Parameter.VAR_KEYWORD:
+            arguments.update(item)
+        elif kind == inspect.Parameter.VAR_POSITIONAL:
+            arguments["*"] = list(item)
+        else:
+            arguments[key] = item
+    return arguments
+
+
+def _callable(value, module):
+    import inspect
+
+    name = getattr(value, "__qualname__", None) or getattr(value, "__name__", None) or type(value).__name__
+    owner = getattr(value, "__module__", None) or ""
+    found = {"callable": name}
+    if owner.split(".", 1)[0] != "django":
+        found["module"] = owner
+    function = getattr(value, "__func__", value)  # a bound method's function
+    if module and owner == module and inspect.isfunction(function):
+        try:
+            found["code"] = code_shape(inspect.getsource(function))
+        except (OSError, TypeError):  # no source (only a .pyc): its name only
+            found["code"] = None
+    return found
+
+
+def code_shape(source):
+    """Python source as its syntax tree, the same whatever the comments, docstrings, spacing
+    and line breaks, and the same from Python 3.8 to 3.14 (their trees differ in details that
+    are left out or unwrapped here). Source that does not parse on its own (a lambda in the
+    middle of a call over several lines): its text with each run of whitespace one space."""
+    import ast
+    import textwrap
+
+    try:
+        tree = ast.parse(textwrap.dedent(source))
+    except SyntaxError:
+        return {"text": " ".join(source.split())}
+    return _tree_shape(tree)
+
+
+# AST fields that are not what the code does (or only exist in some Python versions).
+_SKIPPED_AST_FIELDS = ("ctx", "type_comment", "type_ignores", "kind", "type_params")
+
+
+def _tree_shape(node):
+    import ast
+
+    if isinstance(node, list):
+        return [_tree_shape(item) for item in node]
+    if not isinstance(node, ast.AST):
+        if node is None or isinstance(node, (bool, int, float, str)):
+            return node
+        if isinstance(node, bytes):
+            return {"bytes": node.hex()}
+        return {"constant": repr(node)}  # Ellipsis, complex
+    kind = node.__class__.__name__
+    if kind == "Index":  # Python 3.8 wraps a subscript's value
+        return _tree_shape(node.value)
+    if kind == "ExtSlice":  # Python 3.8; later a Tuple
+        return {"_": "Tuple", "elts": _tree_shape(node.dims)}
+    shape = {"_": kind}
+    for field in node._fields:
+        if field in _SKIPPED_AST_FIELDS:
+            continue
+        value = getattr(node, field, None)
+        if field == "body" and isinstance(value, list) and _is_docstring(value[:1]):
+            value = value[1:]
+        if value is None or value == []:  # Python 3.13 leaves them out of its own dumps too
+            continue
+        shape[field] = _tree_shape(value)
+    return shape
+
+
+def _is_docstring(statements):
+    import ast
+
+    if not statements or not isinstance(statements[0], ast.Expr):
+        return False
+    value = statements[0].value
+    return isinstance(value, ast.Constant) and isinstance(value.value, str)
+
+
+def sql_shape(sql):
+    """RunSQL's ``sql`` (a string, or a list of strings and (sql, params) pairs) normalised."""
+    if isinstance(sql, str):
+        return sql_text(sql)
+    if isinstance(sql, (list, tuple)):
+        shaped = []
+        for item in sql:
+            if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
+                shaped.append([sql_text(item[0]), item[1]])
+            else:
+                shaped.append(sql_text(item) if isinstance(item, str) else item)
+        return shaped
+    return sql
+
+
+_SQL_TIGHT = "(),;"
+
+
+def sql_text(text):
+    """SQL without comments (-- to the end of the line, /* */), each run of whitespace outside
+    quotes one space and none beside ( ) , ;, and no trailing semicolon. Quoted text ('', "",
+    ``) is kept as it is: a changed string literal is a changed migration."""
+    out = []
+    space = False
+    index, size = 0, len(text)
+    while index < size:
+        char = text[index]
+        if char in "'\"`":
+            end = index + 1
+            while end < size:
+                if text[end] == "\\" and char != "`":
+                    end += 2
+                    continue
+                if text[end] == char:
+                    if end + 1 < size and text[end + 1] == char:  # a doubled quote
+                        end += 2
+                        continue
+                    break
+                end += 1
+            piece = text[index:end + 1]
+            index = end + 1
+        elif text.startswith("--", index):
+            newline = text.find("\n", index)
+            index = size if newline < 0 else newline
+            space = True
+            continue
+        elif text.startswith("/*", index):
+            close = text.find("*/", index + 2)
+            index = size if close < 0 else close + 2
+            space = True
+            continue
+        elif char.isspace():
+            space = True
+            index += 1
+            continue
+        else:
+            piece = char
+            index += 1
+        if space and out and out[-1][-1:] not in _SQL_TIGHT and piece[:1] not in _SQL_TIGHT:
+            out.append(" ")
+        space = False
+        out.append(piece)
+    return "".join(out).rstrip(";").strip()
+
+
+def migration_checksum(migration):
+    """"<CHECKSUM_VERSION>:<sha256>" of what ``migration`` does (see above)."""
+    import hashlib
+
+    module = type(migration).__module__
+    text = _text([canonical(operation, module) for operation in migration.operations])
+    return "%d:%s" % (CHECKSUM_VERSION, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+_CHECKSUM_MODEL = []
+
+
+def checksum_model():
+    """Our table as a model outside the project's apps (as Django's MigrationRecorder does for
+    django_migrations), so that every engine gets its own column types and quoting."""
+    if not _CHECKSUM_MODEL:
+        from django.apps.registry import Apps
+        from django.db import models
+        from django.utils.timezone import now
+
+        class Meta:
+            apps = Apps()
+            app_label = "dbsafe"
+            db_table = CHECKSUM_TABLE
+
+        attributes = {
+            "__module__": __name__, "Meta": Meta,
+            "id": models.AutoField(primary_key=True),
+            "app": models.CharField(max_length=255),
+            "name": models.CharField(max_length=255),
+            "checksum": models.CharField(max_length=80),
+            "recorded_at": models.DateTimeField(default=now),
+        }
+        _CHECKSUM_MODEL.append(type("MigrationChecksum", (models.Model,), attributes))
+    return _CHECKSUM_MODEL[0]
+
+
+def checksum_table_exists(connection, entry):
+    if not entry["exists"]:
+        return False
+    with connection.cursor() as cursor:
+        return CHECKSUM_TABLE in connection.introspection.table_names(cursor)
+
+
+def recorded_checksums(connection):
+    """(app, name) -> (checksum, recorded_at ISO string) from our table (which exists)."""
+    model = checksum_model()
+    found = {}
+    for app, name, checksum, recorded_at in model.objects.using(connection.alias).values_list(
+            "app", "name", "checksum", "recorded_at"):
+        found[(app, name)] = (checksum, recorded_at.isoformat() if recorded_at is not None else None)
+    return found
+
+
+def tracked(loader, keys):
+    """Of ``keys`` (applied rows), those whose checksum is kept: each with a migration file (not
+    a ghost, nor replaced by a squash whose files are gone), Django's own apps' left out (a
+    Django upgrade edits them: what they do is Django's business, not the project's)."""
+    found = {}
+    for key in keys:
+        migration = loader.disk_migrations.get(key)
+        if migration is not None and not type(migration).__module__.startswith("django."):
+            found[key] = migration
+    return found
+
+
+def current_checksums(migrations):
+    """(checksums, errors): the checksum of each of ``migrations`` ({key: migration}), and why
+    one could not be computed."""
+    checksums, errors = {}, {}
+    for key, migration in migrations.items():
+        try:
+            checksums[key] = migration_checksum(migration)
+        except Exception as error:
+            errors["%s.%s" % key] = "%s: %s" % (error.__class__.__name__, error)
+    return checksums, errors
+
+
+def record_checksums(request, connection, entry, loader, rows):
+    """After our migrate (under the guard's lock): create the table on first use, record the
+    checksum of each applied migration that has none (on first use: every one, the baseline),
+    record it afresh for the steps just applied (and with ``allow_edited`` for edited ones),
+    and delete the records of migrations no longer applied."""
+    from django.db import transaction
+
+    model = checksum_model()
+    created = False
+    if not checksum_table_exists(connection, entry):
+        with connection.schema_editor() as editor:
+            editor.create_model(model)
+        created = True
+    recorded = recorded_checksums(connection)
+    fresh = set()
+    for step in request.get("migrated") or []:
+        if step.get("ok") and step.get("action") in ("applying", "faking"):
+            key = tuple(step["migration"].split(".", 1))
+            fresh.add(key)
+            migration = loader.disk_migrations.get(key)
+            fresh.update(tuple(r) for r in (getattr(migration, "replaces", None) or []))
+    current, errors = current_checksums(tracked(loader, rows))
+    prefix = "%d:" % CHECKSUM_VERSION
+    write = []
+    for key, checksum in sorted(current.items()):
+        old = recorded.get(key)
+        if old is None or key in fresh or not old[0].startswith(prefix) or \
+                (request.get("allow_edited") and old[0] != checksum):
+            write.append(key)
+    gone = [key for key in recorded if key not in rows]
+    with transaction.atomic(using=connection.alias):
+        for app, name in sorted(set(write) | set(gone)):
+            model.objects.using(connection.alias).filter(app=app, name=name).delete()
+        model.objects.using(connection.alias).bulk_create(
+            [model(app=app, name=name, checksum=current[(app, name)]) for app, name in write])
+    return {"created": created, "written": len(write), "deleted": len(gone), "errors": errors}
+
+
+def checksum_facts(request, connection, entry, loader, rows, timings):
+    """Whether tracking is on and active (our table exists), how many applied migrations have a
+    record, and ``edited``: the applied ones whose checksum differs from their record. Writes
+    only after our own migrate (a request with ``migrated``); ``track_checksums: false``: our
+    table is neither read nor written. Never raises: a failure is part of the answer."""
+    if request.get("track_checksums") is False:
+        return {"enabled": False, "active": False, "table": CHECKSUM_TABLE, "edited": []}
+    started = time.time()
+    facts = {"enabled": True, "active": False, "table": CHECKSUM_TABLE, "recorded": 0,
+             "unrecorded": 0, "edited": [], "errors": {}, "error": None}
+    if request.get("migrated") is not None:
+        try:
+            facts["written"] = record_checksums(request, connection, entry, loader, rows)
+        except Exception as error:
+            facts["write_error"] = "%s: %s" % (error.__class__.__name__, error)
+    try:
+        if checksum_table_exists(connection, entry):
+            facts["active"] = True
+            recorded = recorded_checksums(connection)
+            prefix = "%d:" % CHECKSUM_VERSION
+            migrations = tracked(loader, rows)
+            compared = dict((key, migration) for key, migration in migrations.items()
+                            if key in recorded and recorded[key][0].startswith(prefix))
+            current, facts["errors"] = current_checksums(compared)
+            facts["recorded"] = len(compared)
+            facts["unrecorded"] = len(migrations) - len(compared)
+            facts["edited"] = [{"migration": "%s.%s" % key, "recorded_at": recorded[key][1]}
+                               for key in sorted(current) if current[key] != recorded[key][0]]
+        else:
+            facts["unrecorded"] = len(tracked(loader, rows))
+    except Exception as error:
+        facts["error"] = "%s: %s" % (error.__class__.__name__, error)
+    timings["checksums"] = round(time.time() - started, 4)
+    return facts
+
+
 CHECK_LEVELS = ((50, "CRITICAL"), (40, "ERROR"), (30, "WARNING"), (20, "INFO"), (0, "DEBUG"))
 
 
@@ -891,6 +1338,7 @@ def gather(request, connection, entry, timings):
         "inconsistent": inconsistent(loader, rows),
         "applied_rows": sorted("%s.%s" % key for key in rows),
     }
+    facts["checksums"] = checksum_facts(request, connection, entry, loader, rows, timings)
     target = request.get("target")
     if target:
         targets = resolve_target(loader, target["app"], target.get("migration"))
@@ -1306,7 +1754,11 @@ def run(request):
         # The verification reads the state afresh: a new connection, a new loader.
         connection.close()
         entry = database_settings(connection)
-        after = dict(request, target=None, sql=False, checks=False)
+        # ``migrated``: the read after our own migrate records the checksums first - only after
+        # one that succeeded: a failed one is restored, or proven unchanged (a lock wait).
+        succeeded = result["migrate"]["error"] is None
+        after = dict(request, target=None, sql=False, checks=False,
+                     migrated=result["migrate"]["steps"] if succeeded else None)
         try:
             result["facts"] = gather(after, connection, entry, timings)
         except Exception as error:  # e.g. the connection was killed: the guard restores

@@ -204,18 +204,19 @@ class DjangoProject:
         return None
 
     def facts(self, database="default", apps=None, target=None, sql=False, pending=True,
-              checks=True):
-        return self.call(facts_request(database, apps, target, sql, pending, checks))
+              checks=True, track_checksums=True):
+        return self.call(facts_request(database, apps, target, sql, pending, checks,
+                                       track_checksums))
 
     def migrate(self, database="default", target=None, fake=False, fake_initial=False,
-                skip_checks=False, db_timeouts=None):
+                skip_checks=False, track_checksums=True, allow_edited=False, db_timeouts=None):
         """Run migrate in the project and gather the facts after it, in one launch.
 
         Returns the introspect result with ``migrate`` ({steps, error, lock_waits, output}) and
         ``facts`` (None with ``facts_error`` when they could not be read afterwards).
         """
         return self.call(migrate_request(database, target, fake, fake_initial, skip_checks,
-                                         db_timeouts))
+                                         track_checksums, allow_edited, db_timeouts))
 
     def migrate_to_set(self, applied, database="default", overrides=None):
         """Migrate ANOTHER, empty database to exactly the applied set ``applied``, in one launch.
@@ -267,13 +268,14 @@ class ProjectSession:
         return self.call({"action": "warm"})
 
     def facts(self, database="default", apps=None, target=None, sql=False, pending=True,
-              checks=True):
-        return self.call(facts_request(database, apps, target, sql, pending, checks))
+              checks=True, track_checksums=True):
+        return self.call(facts_request(database, apps, target, sql, pending, checks,
+                                       track_checksums))
 
     def migrate(self, database="default", target=None, fake=False, fake_initial=False,
-                skip_checks=False, db_timeouts=None):
+                skip_checks=False, track_checksums=True, allow_edited=False, db_timeouts=None):
         return self.call(migrate_request(database, target, fake, fake_initial, skip_checks,
-                                         db_timeouts))
+                                         track_checksums, allow_edited, db_timeouts))
 
     def command(self, name, args=(), database="default"):
         """``flush`` or ``loaddata`` in the project; the answer's ``command`` has ``error``
@@ -283,22 +285,28 @@ class ProjectSession:
 
 
 def facts_request(database="default", apps=None, target=None, sql=False, pending=True,
-                  checks=True):
-    """``checks``: run the system checks manage.py migrate runs (their messages in the facts)."""
+                  checks=True, track_checksums=True):
+    """``checks``: run the system checks manage.py migrate runs (their messages in the facts);
+    ``track_checksums``: compare the applied migrations with their recorded checksums (false:
+    our table is not read)."""
     request = {"action": "facts", "database": database, "apps": apps or [],
-               "sql": sql, "pending": pending, "checks": checks}
+               "sql": sql, "pending": pending, "checks": checks,
+               "track_checksums": track_checksums}
     if target:
         request["target"] = target
     return request
 
 
 def migrate_request(database="default", target=None, fake=False, fake_initial=False,
-                    skip_checks=False, db_timeouts=None):
-    """``skip_checks``: like manage.py migrate --skip-checks (Django's checks gate otherwise).
+                    skip_checks=False, track_checksums=True, allow_edited=False, db_timeouts=None):
+    """``skip_checks``: like manage.py migrate --skip-checks (Django's checks gate otherwise);
+    ``track_checksums``: record the applied migrations' checksums afterwards (false: our table
+    is neither read nor written); ``allow_edited``: record edited ones' new checksums too.
     ``db_timeouts``: {lock_wait, retries, statement} of the migrating connection (see
     introspect.migrate); None: the server's own."""
     request = {"action": "migrate", "database": database, "fake": fake,
-               "fake_initial": fake_initial, "pending": True, "skip_checks": skip_checks}
+               "fake_initial": fake_initial, "pending": True, "skip_checks": skip_checks,
+               "track_checksums": track_checksums, "allow_edited": allow_edited}
     if db_timeouts:
         request["db_timeouts"] = db_timeouts
     if target:

@@ -12,6 +12,7 @@ import re
 import socket
 
 from ansible_collections.dbsafe.django.plugins.module_utils import risk
+from ansible_collections.dbsafe.django.plugins.module_utils.introspect import CHECKSUM_TABLE
 
 # The Django releases the collection is tested with (tests/integration: the demo project and
 # the modules under each); outside them a warning names the range.
@@ -93,9 +94,33 @@ def migration_facts(result, apps=None):
     facts_out["risks"] = [item for item in risk.plan_risks(facts["plan"], facts.get("server"), facts.get("table_stats"))
                           if _in_apps(item["migration"], wanted)]
     facts_out["risk"] = risk.highest([item["level"] for item in facts_out["risks"]])
+    # Applied migrations changed since their checksum was recorded (introspect.checksum_facts).
+    facts_out["edited"] = [name for name in edited_migrations(facts) if _in_apps(name, wanted)]
+    facts_out["checksums"] = checksum_summary(facts)
     if result.get("boot_note"):
         facts_out["boot_note"] = result["boot_note"]
     return facts_out
+
+
+def edited_migrations(facts):
+    """'app.name' of the applied migrations whose checksum differs from the one recorded when
+    they were applied (none when tracking is off or not started)."""
+    return [item["migration"] for item in (facts.get("checksums") or {}).get("edited") or []]
+
+
+def checksum_summary(facts):
+    """Whether applied migrations are checked for edits, and how many: ``enabled`` (not
+    track_checksums false), ``active`` (our table exists: a guarded migrate recorded the
+    baseline), ``recorded``/``unrecorded`` (applied migrations with and without a record yet),
+    ``error`` (reading failed)."""
+    found = facts.get("checksums") or {}
+    summary = {"enabled": bool(found.get("enabled")), "active": bool(found.get("active")),
+               "table": found.get("table") or CHECKSUM_TABLE,
+               "recorded": found.get("recorded", 0), "unrecorded": found.get("unrecorded", 0)}
+    for key in ("error", "write_error", "errors", "written"):
+        if found.get(key):
+            summary[key] = found[key]
+    return summary
 
 
 def serious_checks(facts):
@@ -206,11 +231,11 @@ def code_steps(plan):
     return found
 
 
-def row_changes(before, after, ignore=("django_migrations",)):
+def row_changes(before, after, ignore=("django_migrations", CHECKSUM_TABLE)):
     """Tables whose row count changed: ``before`` is a snapshot's ``tables`` ({table:
     {"rows": n, ...}}), ``after`` the counts ({table: n}); a table only on one side counts
-    as 0 rows on the other (and shows None there). django_migrations, which every migrate
-    writes, is left out."""
+    as 0 rows on the other (and shows None there). django_migrations and our checksums'
+    table, which every migrate writes, are left out."""
     counts = dict((table, entry["rows"]) for table, entry in (before or {}).items())
     changes = []
     for table in sorted(set(counts) | set(after or {})):

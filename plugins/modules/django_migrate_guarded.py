@@ -16,8 +16,9 @@ description:
     the backup and proves the database equals its state before the run when anything fails.
   - Refuses before touching anything on conflicts, inconsistent history, ghost migrations,
     model changes without a migration, an irreversible step in a backwards plan, a plan that
-    loses data (unless O(allow_data_loss)), O(fake) or O(fake_initial) (unless O(allow_fake))
-    and an error of Django's system checks (unless O(skip_checks)).
+    loses data (unless O(allow_data_loss)), O(fake) or O(fake_initial) (unless O(allow_fake)),
+    an error of Django's system checks (unless O(skip_checks)) and applied migrations edited
+    after they were applied (unless O(allow_edited); see O(track_checksums)).
   - A refusal still returns RV(plan) (steps and operations) and, in diff mode, the task's diff
     with the SQL, so a person sees what they are asked to allow.
   - Works the same on MySQL/MariaDB, where DDL is not transactional and a failed migration
@@ -66,6 +67,13 @@ options:
   allow_data_loss:
     description:
       - Allow a plan that unapplies migrations or removes fields or models.
+    type: bool
+    default: false
+  allow_edited:
+    description:
+      - Go ahead although applied migrations were edited after they were applied (RV(edited)),
+        with a warning that names them. The migrate then records their new checksums, so the
+        next run does not refuse on them again (a run with nothing to migrate records nothing).
     type: bool
     default: false
   allow_ghosts:
@@ -166,6 +174,26 @@ options:
         client, database; since when and the first line of its query).
     type: bool
     default: false
+  track_checksums:
+    description:
+      - Record a checksum of what each applied migration does, in the table
+        C(dbsafe_migration_checksums) of the project's database, and refuse (unless
+        O(allow_edited)) when an applied migration was edited afterwards.
+      - The table is created by the first migrate that runs (under the lock, never in check
+        mode or a refused run), with the checksums of every migration applied by then as the
+        baseline; after each migrate the applied steps' checksums are recorded and those of
+        unapplied migrations deleted. Backups keep the table; the schema drift check and
+        RV(row_changes) leave it out.
+      - The checksum is over the migration's operations as Django deconstructs them, so that
+        comments and formatting do not count - class names and arguments (positional or by
+        keyword alike), RunSQL's SQL without comments and with whitespace normalised, and the
+        syntax tree of a function defined in the migration's file (RunPython's), without
+        comments and docstrings. Dependencies do not count, nor do Django's own apps' migrations
+        (a Django upgrade edits them). A third-party app's upgrade that edits its applied
+        migrations is reported like the project's own edits.
+      - V(false) - the table is neither read nor written.
+    type: bool
+    default: true
   restore_login_user:
     description:
       - A privileged account of the same server that the restore after a failure (and the
@@ -379,11 +407,23 @@ code_steps:
   type: list
   elements: dict
   sample: [{migration: books.0007_delete_authors, operations: ['RunPython: Raw Python operation']}]
+edited:
+  description:
+    - The applied migrations (C(app.name)) whose operations changed since their checksum was
+      recorded (see O(track_checksums)); the run is refused on them unless O(allow_edited).
+      RV(before) has the same under C(edited), and under C(checksums) whether the check is on
+      (C(enabled)), has started (C(active)) and how many applied migrations are
+      C(recorded) and C(unrecorded).
+  returned: once the plan was read
+  type: list
+  elements: str
+  sample: [books.0003_book_author]
 row_changes:
   description:
     - After a successful migrate, the tables whose row count changed, each with C(table),
       C(before), C(after) (null where the table did not exist) and C(change), from the
-      snapshot taken before migrating and a count afterwards. C(django_migrations) is left out.
+      snapshot taken before migrating and a count afterwards. C(django_migrations) and
+      C(dbsafe_migration_checksums) are left out.
   returned: when migrations were applied
   type: list
   elements: dict

@@ -30,6 +30,13 @@ options:
     type: list
     elements: str
     default: []
+  track_checksums:
+    description:
+      - Compare each applied migration with the checksum recorded when it was applied (by
+        M(dbsafe.django.django_migrate_guarded), in the table C(dbsafe_migration_checksums))
+        and list the edited ones in RV(edited). Read only; V(false) - the table is not read.
+    type: bool
+    default: true
   expect:
     description:
       - Check the state against what a migration should have left, and return the
@@ -186,6 +193,26 @@ risk:
   returned: success
   type: str
   sample: incompatible
+edited:
+  description:
+    - The applied migrations (C(app.name)) whose operations changed since their checksum was
+      recorded when a guarded migrate applied them (see
+      M(dbsafe.django.django_migrate_guarded)'s C(track_checksums)); comments and formatting do
+      not count. Empty when the check is off or has not started.
+  returned: success
+  type: list
+  elements: str
+  sample: [books.0003_book_author]
+checksums:
+  description:
+    - Whether applied migrations are checked for edits - C(enabled) (not O(track_checksums=false)),
+      C(active) (the table exists - a guarded migrate has recorded the baseline), C(table), how
+      many applied migrations are C(recorded) and C(unrecorded) yet (applied before the check
+      started or outside the guard; recorded by the next guarded migrate), and C(error) when
+      the table could not be read.
+  returned: success
+  type: dict
+  sample: {enabled: true, active: true, table: dbsafe_migration_checksums, recorded: 14, unrecorded: 0}
 problems:
   description:
     - With O(expect), what does not match, as sentences (a step not applied, a backwards step
@@ -228,6 +255,7 @@ def main():
     argument_spec = dict(
         PROJECT_ARGUMENT_SPEC,
         apps=dict(type="list", elements="str", default=[]),
+        track_checksums=dict(type="bool", default=True),
         expect=dict(type="dict", options=dict(
             plan=dict(type="list", elements="dict", default=[]),
             complete=dict(type="bool", default=True),
@@ -240,7 +268,8 @@ def main():
     )
     try:
         project = project_for(module)
-        result = project.facts(database=module.params["database"], apps=module.params["apps"])
+        result = project.facts(database=module.params["database"], apps=module.params["apps"],
+                               track_checksums=module.params["track_checksums"])
     except DbsafeError as error:
         fail_with(module, error)
     facts = migration_facts(result, module.params["apps"])

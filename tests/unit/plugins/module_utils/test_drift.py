@@ -217,3 +217,12 @@ def test_innodb_fk_indexes_made_redundant_by_a_longer_index_are_not_drift():
     assert drift.compare(expected, live, engine="postgresql")[0]
     alone = snapshot({"books_book": table(indexes=[implicit])})
     assert drift.compare(snapshot({"books_book": table(indexes=[])}), alone, engine="mysql")[0]
+
+
+def test_our_checksum_table_is_never_drift():
+    """The guarded migrate's own table exists only in the live database, never in the scratch one."""
+    live = {"schema": {"books_book": {"columns": {"id": {}}},
+                       "dbsafe_migration_checksums": {"columns": {"id": {}, "checksum": {}}}}}
+    expected = {"schema": {"books_book": {"columns": {"id": {}}}}}
+    assert drift.schema_only(live) == expected
+    assert drift.compare(expected, live) == ([], [])

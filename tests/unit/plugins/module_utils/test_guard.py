@@ -86,3 +86,26 @@ def test_a_system_check_error_refuses_naming_its_id_and_hint_unless_skip_checks(
     assert "skip_checks" in problems[0]
     assert preflight_problems(result(plan=[step("books.0002")], checks=checks),
                               GuardOptions(skip_checks=True)) == []
+
+
+EDITED = {"enabled": True, "active": True, "table": "dbsafe_migration_checksums",
+          "edited": [{"migration": "books.0003_author", "recorded_at": "2026-12-01T10:00:00+00:00"}]}
+
+
+def test_edited_applied_migrations_refuse_naming_them_unless_allowed():
+    problems = preflight_problems(result(checksums=EDITED), GuardOptions())
+    assert len(problems) == 1
+    assert "books.0003_author" in problems[0] and "new migration" in problems[0]
+    assert "allow_edited: true" in problems[0]
+    assert preflight_problems(result(checksums=EDITED), GuardOptions(allow_edited=True)) == []
+    assert preflight_problems(result(checksums=EDITED), GuardOptions(track_checksums=False)) == []
+    # Not started yet (no table) or nothing edited: nothing to refuse.
+    assert preflight_problems(result(checksums={"enabled": True, "active": False, "edited": []}), GuardOptions()) == []
+
+
+def test_unreadable_checksums_refuse_saying_how_to_go_on():
+    broken = {"enabled": True, "active": False, "table": "dbsafe_migration_checksums", "edited": [],
+              "error": "ProgrammingError: permission denied for table dbsafe_migration_checksums"}
+    problems = preflight_problems(result(checksums=broken), GuardOptions())
+    assert len(problems) == 1 and "permission denied" in problems[0] and "track_checksums: false" in problems[0]
+    assert preflight_problems(result(checksums=broken), GuardOptions(track_checksums=False)) == []

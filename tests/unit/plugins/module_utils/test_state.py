@@ -190,3 +190,24 @@ def test_a_django_outside_the_tested_range_gets_a_warning_naming_it():
     for outside in ("3.1.14", "2.2", "6.2.0", "7.0a1"):
         warning = state.untested_django(outside)
         assert outside in warning and "3.2 to 6.1" in warning
+
+
+def test_migration_facts_list_edited_migrations_per_app_and_the_tracking_state():
+    checksums = {"enabled": True, "active": True, "table": "dbsafe_migration_checksums", "recorded": 3,
+                 "unrecorded": 1, "errors": {}, "error": None,
+                 "edited": [{"migration": "books.0001_initial", "recorded_at": None},
+                            {"migration": "authors.0001_initial", "recorded_at": None}]}
+    result = dict(RESULT, facts=dict(RESULT["facts"], checksums=checksums))
+    facts = state.migration_facts(result)
+    assert facts["edited"] == ["books.0001_initial", "authors.0001_initial"]
+    assert facts["checksums"] == {"enabled": True, "active": True, "table": "dbsafe_migration_checksums",
+                                  "recorded": 3, "unrecorded": 1}
+    assert state.migration_facts(result, apps=["authors"])["edited"] == ["authors.0001_initial"]
+    # An older introspection (no checksums): not enabled, nothing edited.
+    assert state.migration_facts(RESULT)["edited"] == []
+    assert state.migration_facts(RESULT)["checksums"]["enabled"] is False
+
+
+def test_row_changes_leave_our_checksum_table_out():
+    assert state.row_changes({}, {"dbsafe_migration_checksums": 12, "books_book": 1}) == [
+        {"table": "books_book", "before": None, "after": 1, "change": 1}]
