@@ -148,6 +148,13 @@ class Engine:
         db_command_prefix when there is one. Host-side stages (sed, compressors) do not use it."""
         return self.prefix + [self.tool(names)] + [str(arg) for arg in args]
 
+    def reach_advice(self):
+        """Where the server must be reachable from, for a connection error's message."""
+        if self.prefix:
+            return "reachable where db_command_prefix %s runs the tools" % " ".join(self.prefix)
+        return ("reachable from this host (a server reachable only inside a container or network "
+                "namespace: set db_command_prefix)")
+
     def needs_host_tools(self, what, instead="use the custom format"):
         """Refuse ``what`` (a tool must reach a path on this host) when the tools run behind a
         prefix, where this host's paths need not exist; ``instead`` says what works."""

@@ -216,8 +216,8 @@ class MysqlEngine(Engine):
                                % (where, first), stderr=text)
         if re.search(r"\b(2002|2003|2005|2013)\b", text) or "Can't connect" in text:
             return EngineError(
-                "cannot connect to %s: %s. Check that the server is running and reachable "
-                "from this host." % (where, first), stderr=text)
+                "cannot connect to %s: %s. Check that the server is running and %s."
+                % (where, first, self.reach_advice()), stderr=text)
         return EngineError("%s on %s failed: %s" % (action, where, first or error.msg),
                            stderr=text)
 

@@ -211,8 +211,8 @@ class PostgresqlEngine(Engine):
                 or "could not translate host name" in lowered or "timeout expired" in lowered
                 or ("connection to server" in lowered and "failed" in lowered)):
             return EngineError(
-                "cannot connect to %s: %s. Check that the server is running and reachable "
-                "from this host." % (where, first), stderr=text)
+                "cannot connect to %s: %s. Check that the server is running and %s."
+                % (where, first, self.reach_advice()), stderr=text)
         if "server version mismatch" in lowered:
             return EngineError(
                 "%s failed: %s. The client tools are older than the server: %s matching the "
