@@ -61,8 +61,15 @@ def _free_port():
     raise AssertionError("no free port found")
 
 
-class NamespacedPostgres:
-    """A private PostgreSQL 15 cluster (scram passwords over TCP) inside the namespace ``ns``."""
+class NamespacedServer:
+    """A private database server inside a new network namespace, started and stopped by pid.
+
+    A subclass sets ``engine`` and ``binary`` (the server, which must exist) and implements
+    ``prepare`` (its directories), ``argv`` (its command), ``ready`` (one check),
+    ``create_database`` (the test's database and password user) and ``pid_file``."""
+
+    engine = None
+    binary = None
 
     def __init__(self):
         self.ns = "dbsafe_t_%s" % secrets.token_hex(4)
@@ -72,52 +79,38 @@ class NamespacedPostgres:
         self.proc = None
         self.db = None
 
+    def directory(self, name, owner):
+        path = os.path.join(self.root, name)
+        os.mkdir(path, 0o700)
+        shutil.chown(path, owner, owner)
+        return path
+
     def start(self):
         subprocess.run(["ip", "netns", "add", self.ns], check=True)
         subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
-        self.root = tempfile.mkdtemp(prefix="dbsafe-netns-pg-")
-        os.chmod(self.root, 0o755)  # the postgres user reaches its data directory below
-        data, sockets = os.path.join(self.root, "data"), os.path.join(self.root, "run")
-        for directory in (data, sockets):
-            os.mkdir(directory, 0o700)
-            shutil.chown(directory, "postgres", "postgres")
-        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PG_BIN, "initdb"), "-D", data,
-                        "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
-                        "--encoding=UTF8", "--locale=C", "--no-sync"],
-                       check=True, capture_output=True)
-        log = open(os.path.join(self.root, "server.log"), "wb")
-        self.proc = subprocess.Popen(
-            self.inside + ["runuser", "-u", "postgres", "--", os.path.join(PG_BIN, "postgres"), "-D", data,
-                           "-p", str(self.port), "-k", sockets, "-c", "listen_addresses=127.0.0.1",
-                           "-c", "fsync=off"], stdout=log, stderr=subprocess.STDOUT)
-        log.close()
+        self.root = tempfile.mkdtemp(prefix="dbsafe-netns-%s-" % self.engine)
+        os.chmod(self.root, 0o755)  # the server's user reaches its directories below
+        self.prepare()
+        with open(os.path.join(self.root, "server.log"), "wb") as log:
+            self.proc = subprocess.Popen(self.inside + self.argv(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
-        while subprocess.run(self.inside + [os.path.join(PG_BIN, "pg_isready"), "-q", "-h", "127.0.0.1",
-                                            "-p", str(self.port)]).returncode != 0:
+        while not self.ready():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 with open(os.path.join(self.root, "server.log")) as handle:
-                    raise AssertionError("the namespaced server did not start: %s" % handle.read())
+                    raise AssertionError("the namespaced %s server did not start: %s" % (self.engine, handle.read()))
             time.sleep(0.2)
-        password = secrets.token_hex(12)
-        self.db = LiveDatabase("postgresql", "dbsafe_t_%s" % secrets.token_hex(5), "127.0.0.1", self.port,
-                               "dbsafe_t_%s" % secrets.token_hex(5), password)
-        # Over the local socket as the superuser (trust); the password goes on stdin.
-        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                        "-h", sockets, "-p", str(self.port), "-d", "postgres"],
-                       input="CREATE ROLE %s LOGIN PASSWORD '%s';\nCREATE DATABASE %s OWNER %s;\n"
-                       % (self.db.user, password, self.db.name, self.db.user),
-                       text=True, check=True, capture_output=True)
+        name = "dbsafe_t_%s" % secrets.token_hex(5)
+        self.db = LiveDatabase(self.engine, name, "127.0.0.1", self.port, name, secrets.token_hex(12))
+        self.create_database()
         return self
 
     def stop(self):
-        pid_file = os.path.join(self.root or "", "data", "postmaster.pid")
         if self.proc is not None:
-            if os.path.exists(pid_file):
-                with open(pid_file) as handle:
-                    pid = int(handle.readline())
-                os.kill(pid, signal.SIGINT)  # fast shutdown of our postmaster, by its pid
+            if os.path.exists(self.pid_file()):
+                with open(self.pid_file()) as handle:
+                    os.kill(int(handle.readline()), signal.SIGTERM)  # our server, by its pid
             try:
-                self.proc.wait(30)
+                self.proc.wait(60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -126,15 +119,89 @@ class NamespacedPostgres:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def server():
-    if os.geteuid() != 0 or not shutil.which("ip") or not os.path.exists(os.path.join(PG_BIN, "postgres")):
-        _unavailable("a network namespace needs root, ip and PostgreSQL 15's server in %s" % PG_BIN)
-    pg = NamespacedPostgres()
+class NamespacedPostgres(NamespacedServer):
+    """PostgreSQL 15, scram passwords over TCP; the superuser over the local socket (trust)."""
+
+    engine = "postgresql"
+    binary = os.path.join(PG_BIN, "postgres")
+
+    def prepare(self):
+        self.data = self.directory("data", "postgres")
+        self.sockets = self.directory("run", "postgres")
+        subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(PG_BIN, "initdb"), "-D", self.data,
+                        "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256",
+                        "--encoding=UTF8", "--locale=C", "--no-sync"], check=True, capture_output=True)
+
+    def argv(self):
+        return ["runuser", "-u", "postgres", "--", self.binary, "-D", self.data, "-p", str(self.port),
+                "-k", self.sockets, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+
+    def ready(self):
+        return subprocess.run(self.inside + [os.path.join(PG_BIN, "pg_isready"), "-q", "-h", "127.0.0.1",
+                                             "-p", str(self.port)]).returncode == 0
+
+    def create_database(self):
+        # The password goes on stdin, never into an argv.
+        subprocess.run(["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                        "-h", self.sockets, "-p", str(self.port), "-d", "postgres"],
+                       input="CREATE ROLE {n} LOGIN PASSWORD '{p}';\nCREATE DATABASE {n} OWNER {n};\n".format(
+                           n=self.db.name, p=self.db.password), text=True, check=True, capture_output=True)
+
+    def pid_file(self):
+        return os.path.join(self.root or "", "data", "postmaster.pid")
+
+
+class NamespacedMariadb(NamespacedServer):
+    """MariaDB, a password user over TCP; root over the local socket."""
+
+    engine = "mysql"
+    binary = "/usr/sbin/mariadbd"
+
+    def prepare(self):
+        self.data = self.directory("data", "mysql")
+        self.run_dir = self.directory("run", "mysql")
+        os.chmod(self.run_dir, 0o755)  # the socket, for root's setup below
+        subprocess.run(["mariadb-install-db", "--no-defaults", "--datadir=%s" % self.data, "--user=mysql",
+                        "--auth-root-authentication-method=normal", "--skip-test-db"],
+                       check=True, capture_output=True)
+
+    def argv(self):
+        return [self.binary, "--no-defaults", "--datadir=%s" % self.data, "--port=%d" % self.port,
+                "--socket=%s" % self.socket(), "--bind-address=127.0.0.1", "--user=mysql",
+                "--pid-file=%s" % self.pid_file(), "--innodb-buffer-pool-size=32M", "--skip-log-bin"]
+
+    def socket(self):
+        return os.path.join(self.run_dir, "mysqld.sock")
+
+    def ready(self):
+        return subprocess.run(["mariadb-admin", "--no-defaults", "--socket=%s" % self.socket(), "-uroot",
+                               "ping"], capture_output=True).returncode == 0
+
+    def create_database(self):
+        subprocess.run(["mariadb", "--no-defaults", "--socket=%s" % self.socket(), "-uroot"],
+                       input="CREATE DATABASE `{n}` CHARACTER SET utf8mb4;\n"
+                       "CREATE USER '{n}'@'%' IDENTIFIED BY '{p}';\n"
+                       "GRANT ALL PRIVILEGES ON `{n}%`.* TO '{n}'@'%';\n".format(n=self.db.name, p=self.db.password),
+                       text=True, check=True, capture_output=True)
+
+    def pid_file(self):
+        return os.path.join(self.root or "", "run", "mariadb.pid")
+
+
+SERVERS = {"postgresql": NamespacedPostgres, "mysql": NamespacedMariadb}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def server(request):
+    server_class = SERVERS[request.param]
+    if os.geteuid() != 0 or not shutil.which("ip") or not os.path.exists(server_class.binary):
+        _unavailable("a network namespace needs root and ip, and the %s server %s"
+                     % (request.param, server_class.binary))
+    namespaced = server_class()
     try:
-        yield pg.start()
+        yield namespaced.start()
     finally:
-        pg.stop()
+        namespaced.stop()
 
 
 def args_for(server, project, tmp_path, db_prefix=True, **extra):
@@ -164,9 +231,10 @@ def ns_manage(server, project, *args):
 
 def test_the_server_is_reachable_only_inside_the_namespace(server):
     assert _refused(server.port), "127.0.0.1:%d answers on this host" % server.port
-    inside = subprocess.run(server.inside + [os.path.join(PG_BIN, "pg_isready"), "-h", "127.0.0.1",
-                                             "-p", str(server.port)], capture_output=True, text=True)
-    assert inside.returncode == 0, inside.stdout + inside.stderr
+    inside = subprocess.run(server.inside + [sys.executable, "-c", "import socket; socket.create_connection"
+                                             "(('127.0.0.1', %d), 5).close()" % server.port],
+                            capture_output=True, text=True)
+    assert inside.returncode == 0, inside.stderr
 
 
 def test_migrate_backup_restore_and_a_failed_migrate_go_through_the_prefix(server, tmp_path):
@@ -191,7 +259,8 @@ def test_migrate_backup_restore_and_a_failed_migrate_go_through_the_prefix(serve
     assert not restored["failed"], restored.get("msg")
     assert diff_snapshots(loaded, snapshot(server)) == []
     assert sampler.leaks == [], sampler.leaks[:3]
-    assert {"pg_dump", "psql"} <= set(sampler.clients()), sampler.clients()
+    dump_tool, client = ("pg_dump", "psql") if server.engine == "postgresql" else ("mariadb-dump", "mariadb")
+    assert {dump_tool, client} <= set(sampler.clients()), sampler.clients()
     for result in (migrated, dumped, restored):
         assert password not in str(result)
 
@@ -210,12 +279,13 @@ def test_without_db_command_prefix_the_backup_cannot_connect(server, tmp_path):
     project = demo.copy_demo(tmp_path)
     result = run_module("db_backup", backup_args(server, project, tmp_path, db_prefix=False))
     assert result["failed"] is True
-    assert "cannot connect to postgresql database" in result["msg"], result["msg"]
-    assert "at 127.0.0.1:%d" % server.port in result["msg"] and "Connection refused" in result["msg"]
+    assert "cannot connect to %s database" % server.engine in result["msg"], result["msg"]
+    assert "at 127.0.0.1:%d" % server.port in result["msg"]
     assert "reachable from this host (a server reachable only inside a container or network namespace: " \
         "set db_command_prefix)" in result["msg"]
 
 
+@pytest.mark.parametrize("server", ["postgresql"], indirect=True)  # the one engine with that format
 def test_the_directory_format_is_refused_through_the_prefix(server, tmp_path):
     project = demo.copy_demo(tmp_path)
     result = run_module("db_backup", backup_args(server, project, tmp_path, format="directory"))
