@@ -53,6 +53,23 @@ options:
     type: list
     elements: str
     default: []
+  db_command_prefix:
+    description:
+      - Words put before every database tool the module runs (C(psql), C(pg_dump), C(pg_restore), C(mariadb),
+        C(mariadb-dump)) for a database reachable only from inside a container or another network namespace, for
+        example V([docker, compose, exec, -T, -e, PGPASSWORD, db]). Empty, the tools run on this host.
+      - The tools are then found on the prefix's own PATH and their versions asked through it. Their dump streams out
+        of the prefix's standard output and a restore streams into its standard input, so the prefix must pass both
+        through (C(-T) for C(docker compose exec)); compression, filters and checksums stay on this host.
+      - PostgreSQL's connection and password travel in the tools' environment (C(PGHOST), C(PGPASSWORD)...), MySQL's
+        in a 0600 option file on this host; never on a command line. A prefix that does not pass the environment or
+        share the file system (C(docker compose exec)) must be told, for example C(-e PGPASSWORD) (the value comes
+        from the environment, not the command line); see the compose section of the collection's docs.
+      - Not with the PostgreSQL V(directory) format or a parallel restore (the tools would need this host's paths),
+        nor with SQLite (this module opens the file itself).
+    type: list
+    elements: str
+    default: []
   boot_timeout:
     description:
       - Seconds booting the project (C(manage.py), the settings, the apps' imports) may take

@@ -662,5 +662,7 @@ def _manual_restore(backup, project, options):
         args["settings"] = project.settings
     if project.command_prefix:
         args["command_prefix"] = project.command_prefix
+    if getattr(project.runner, "db_command_prefix", None):
+        args["db_command_prefix"] = project.runner.db_command_prefix
     return ("ansible localhost -m dbsafe.django.db_backup -a '%s' (add the same environment "
             "option as this run)" % json.dumps(args, sort_keys=True))

@@ -15,7 +15,8 @@ _RESERVED = ("msg", "failed", "changed", "invocation", "warnings", "deprecations
 
 
 def runner_for(module):
-    return Runner(module.run_command)
+    # Modules without the option (django_service, django_release_venv) run no database tools.
+    return Runner(module.run_command, db_command_prefix=module.params.get("db_command_prefix"))
 
 
 def project_for(module, runner=None):

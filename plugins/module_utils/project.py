@@ -36,6 +36,7 @@ PROJECT_ARGUMENT_SPEC = dict(
     database=dict(type="str", default="default"),
     environment=dict(type="dict", default={}),
     command_prefix=dict(type="list", elements="str", default=[]),
+    db_command_prefix=dict(type="list", elements="str", default=[]),
     boot_timeout=dict(type="int", default=300),
 )
 PROJECT_MUTUALLY_EXCLUSIVE = [("python", "virtualenv")]

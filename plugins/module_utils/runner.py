@@ -55,11 +55,14 @@ class Runner:
 
     ``run_command`` has the signature of ``AnsibleModule.run_command``; pass
     ``module.run_command``. ``env`` is added to every command's environment (on top of
-    ``LC_ALL=C``).
+    ``LC_ALL=C``). ``db_command_prefix``: see there.
     """
 
-    def __init__(self, run_command, env=None):
+    def __init__(self, run_command, env=None, db_command_prefix=None):
         self._run_command = run_command
+        # The words the database tools run behind (the option db_command_prefix): every
+        # engine made with this runner reads it (engines/base.py Engine.tool_argv).
+        self.db_command_prefix = [str(word) for word in db_command_prefix or []]
         # AnsibleModule.run_command hands over its child, so an interrupted module can stop
         # it; a stand-in without that argument (tests) runs its commands untracked.
         self._hands_over_child = _has_parameter(run_command, "before_communicate_callback")

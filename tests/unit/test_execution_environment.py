@@ -79,7 +79,7 @@ def loop_values(tree):
 
 def tools_run_by_plugins():
     """(tool, where) for each external tool the plugins run: the names passed to find_tool()
-    and to an engine's tool(), and the compression methods (module_utils/compression.py)."""
+    and to an engine's tool(), tool_argv() or version_output(), and the compression methods (module_utils/compression.py)."""
     found = set()
     for path in plugin_files():
         tree = parse(path)
@@ -92,7 +92,7 @@ def tools_run_by_plugins():
                 continue
             func = node.func
             name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-            if name not in ("find_tool", "tool"):
+            if name not in ("find_tool", "tool", "tool_argv", "version_output"):
                 continue
             arg = node.args[0]
             names = strings(arg, constants)

@@ -30,6 +30,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
     BackupError,
     CommandError,
     EngineError,
+    first_error_line,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.processes import (
     StderrCollector,
@@ -51,6 +52,8 @@ class Engine:
 
     name = None
     dump_formats = ()
+    # What to install when a tool is missing (the engines set it).
+    client_package = "install the database's client tools"
 
     def __init__(self, connection, runner):
         if connection.engine != self.name:
@@ -59,7 +62,12 @@ class Engine:
             )
         self.connection = connection
         self.runner = runner
+        # db_command_prefix: the words the database tools run behind (e.g. docker compose exec
+        # -T db), carried by the runner so that every engine made for this module call, also
+        # for_database's and access_check's, runs its tools there.
+        self.prefix = list(getattr(runner, "db_command_prefix", None) or [])
         self._version_outputs = {}
+        self._tools = {}
 
     def __repr__(self):
         return "<%s %s>" % (type(self).__name__, self.connection.describe())
@@ -108,11 +116,60 @@ class Engine:
     def tool_versions(self):
         raise NotImplementedError
 
-    def version_output(self, tool_path):
+    # -- the database tools: the one place their argv is built -------------------------------
+
+    def tool(self, names):
+        """The database tool called ``names`` (a name, or names to try in order): its path on
+        this host, or with db_command_prefix the first name that answers ``--version`` through
+        the prefix (the prefix's own PATH finds it; nothing on this host is looked at)."""
+        names = (names,) if isinstance(names, str) else tuple(names)
+        if not self.prefix:
+            return find_tool(names, self.client_package)
+        if names not in self._tools:
+            failures = []
+            for name in names:
+                try:
+                    self._version_outputs[name] = self.runner.run(self.prefix + [name, "--version"]).stdout
+                except CommandError as error:
+                    failures.append("%s: %s" % (name, first_error_line(error.details.get("stderr") or error.msg)
+                                                or error.msg))
+                    continue
+                self._tools[names] = name
+                break
+            else:
+                raise EngineError(
+                    "%s does not run through db_command_prefix %s (%s): the database tools run "
+                    "behind that prefix; %s there, or fix the prefix"
+                    % (" or ".join(names), " ".join(self.prefix), "; ".join(failures), self.client_package))
+        return self._tools[names]
+
+    def tool_argv(self, names, *args):
+        """The argv that runs the database tool ``names`` with ``args``: behind
+        db_command_prefix when there is one. Host-side stages (sed, compressors) do not use it."""
+        return self.prefix + [self.tool(names)] + [str(arg) for arg in args]
+
+    def reach_advice(self):
+        """Where the server must be reachable from, for a connection error's message."""
+        if self.prefix:
+            return "reachable where db_command_prefix %s runs the tools" % " ".join(self.prefix)
+        return ("reachable from this host (a server reachable only inside a container or network "
+                "namespace: set db_command_prefix)")
+
+    def needs_host_tools(self, what, instead="use the custom format"):
+        """Refuse ``what`` (a tool must reach a path on this host) when the tools run behind a
+        prefix, where this host's paths need not exist; ``instead`` says what works."""
+        if self.prefix:
+            raise EngineError(
+                "%s needs the database tools on this host, but they run through db_command_prefix "
+                "%s (this host's paths need not exist there): nothing was changed; with "
+                "db_command_prefix %s" % (what, " ".join(self.prefix), instead))
+
+    def version_output(self, names):
         """``<tool> --version``, run once per engine (the manifest and the filters both ask)."""
-        if tool_path not in self._version_outputs:
-            self._version_outputs[tool_path] = self.runner.run([tool_path, "--version"]).stdout
-        return self._version_outputs[tool_path]
+        tool = self.tool(names)
+        if tool not in self._version_outputs:
+            self._version_outputs[tool] = self.runner.run(self.tool_argv(names, "--version")).stdout
+        return self._version_outputs[tool]
 
     def ping(self):
         raise NotImplementedError

@@ -121,6 +121,7 @@ class MysqlDump(DumpFormat):
 class MysqlEngine(Engine):
     name = "mysql"
     dump_formats = (MysqlDump(),)
+    client_package = CLIENT_PACKAGE
 
     def __init__(self, connection, runner):
         super(MysqlEngine, self).__init__(connection, runner)
@@ -146,12 +147,6 @@ class MysqlEngine(Engine):
                               % connection.name)
 
     # -- tools and option files -----------------------------------------------------------
-
-    def client(self):
-        return find_tool(CLIENT_NAMES, CLIENT_PACKAGE)
-
-    def dump_tool(self):
-        return find_tool(DUMP_NAMES, CLIENT_PACKAGE)
 
     def option_file_text(self):
         conn = self.connection
@@ -187,8 +182,8 @@ class MysqlEngine(Engine):
                                      self.option_file_text())
 
     def client_argv(self, option_file, database=True, *extra):
-        argv = [self.client(), "--defaults-file=%s" % option_file, "--batch",
-                "--skip-column-names", "--raw"] + list(extra)
+        argv = self.tool_argv(CLIENT_NAMES, "--defaults-file=%s" % option_file, "--batch",
+                              "--skip-column-names", "--raw", *extra)
         if database:
             argv.append(self.connection.name)
         return argv
@@ -221,8 +216,8 @@ class MysqlEngine(Engine):
                                % (where, first), stderr=text)
         if re.search(r"\b(2002|2003|2005|2013)\b", text) or "Can't connect" in text:
             return EngineError(
-                "cannot connect to %s: %s. Check that the server is running and reachable "
-                "from this host." % (where, first), stderr=text)
+                "cannot connect to %s: %s. Check that the server is running and %s."
+                % (where, first, self.reach_advice()), stderr=text)
         return EngineError("%s on %s failed: %s" % (action, where, first or error.msg),
                            stderr=text)
 
@@ -235,10 +230,10 @@ class MysqlEngine(Engine):
 
     def tool_versions(self):
         versions = {}
-        for path in (self.dump_tool(), self.client()):
-            out = self.version_output(path)
+        for names in (DUMP_NAMES, CLIENT_NAMES):
+            out = self.version_output(names)
             match = re.search(r"Distrib (\S+?),? ", out) or re.search(r"Ver (\S+)", out)
-            versions[os.path.basename(path)] = match.group(1) if match else out.strip()
+            versions[os.path.basename(self.tool(names))] = match.group(1) if match else out.strip()
         versions["server"] = self.server()[0]
         return versions
 
@@ -272,7 +267,7 @@ class MysqlEngine(Engine):
     def sandbox_filter_needed(self):
         if self.filter_sandbox is not None:
             return self.filter_sandbox
-        return not client_understands_sandbox(self.version_output(self.client()))
+        return not client_understands_sandbox(self.version_output(CLIENT_NAMES))
 
     # -- dump and restore -----------------------------------------------------------------
 
@@ -283,10 +278,10 @@ class MysqlEngine(Engine):
         # found by the client's (option file) first.
         self.ping()
         with self.option_file() as option_file:
-            argv = [self.dump_tool(), "--defaults-file=%s" % option_file,
-                    "--single-transaction", "--routines", "--triggers", "--events",
-                    "--hex-blob", "--default-character-set=utf8mb4", "--no-tablespaces",
-                    MAX_PACKET, self.connection.name]
+            argv = self.tool_argv(DUMP_NAMES, "--defaults-file=%s" % option_file,
+                                  "--single-transaction", "--routines", "--triggers", "--events",
+                                  "--hex-blob", "--default-character-set=utf8mb4", "--no-tablespaces",
+                                  MAX_PACKET, self.connection.name)
             try:
                 self.runner.pipeline([argv], stdout=out)
             except CommandError as error:
@@ -497,8 +492,8 @@ class MysqlEngine(Engine):
             return {}
         script = "".join(show_create_sql(kind, name) for kind, name in wanted)
         with self.option_file() as option_file:
-            argv = [self.client(), "--defaults-file=%s" % option_file, "--batch",
-                    "--skip-column-names", self.connection.name]
+            argv = self.tool_argv(CLIENT_NAMES, "--defaults-file=%s" % option_file, "--batch",
+                                  "--skip-column-names", self.connection.name)
             try:
                 out = self.runner.run(argv, data=script).stdout
             except CommandError as error:

@@ -113,6 +113,7 @@ def psql_understands_restrict(version_text):
 class PostgresqlEngine(Engine):
     name = "postgresql"
     dump_formats = DUMP_FORMATS
+    client_package = CLIENT_PACKAGE
 
     def __init__(self, connection, runner):
         super(PostgresqlEngine, self).__init__(connection, runner)
@@ -173,13 +174,9 @@ class PostgresqlEngine(Engine):
                                                    self.described_blockers()),
                            stderr=failed.details.get("stderr"))
 
-    def tool(self, name):
-        return find_tool([name], CLIENT_PACKAGE)
-
     def psql_argv(self, *extra):
         # -X: no ~/.psqlrc; -w: never prompt for a password (fail instead of hanging).
-        return [self.tool("psql"), "-X", "-q", "-w", "-A", "-t", "-v", "ON_ERROR_STOP=1"] + \
-            list(extra)
+        return self.tool_argv("psql", "-X", "-q", "-w", "-A", "-t", "-v", "ON_ERROR_STOP=1", *extra)
 
     def psql(self, sql, database=None, variables=None, action="query"):
         """Run ``sql`` (stdin) through psql; returns its stdout."""
@@ -214,8 +211,8 @@ class PostgresqlEngine(Engine):
                 or "could not translate host name" in lowered or "timeout expired" in lowered
                 or ("connection to server" in lowered and "failed" in lowered)):
             return EngineError(
-                "cannot connect to %s: %s. Check that the server is running and reachable "
-                "from this host." % (where, first), stderr=text)
+                "cannot connect to %s: %s. Check that the server is running and %s."
+                % (where, first, self.reach_advice()), stderr=text)
         if "server version mismatch" in lowered:
             return EngineError(
                 "%s failed: %s. The client tools are older than the server: %s matching the "
@@ -226,7 +223,7 @@ class PostgresqlEngine(Engine):
     def tool_versions(self):
         versions = {}
         for name in ("pg_dump", "pg_restore", "psql"):
-            versions[name] = parse_version(self.version_output(self.tool(name)))
+            versions[name] = parse_version(self.version_output(name))
         versions["server"] = self.psql("SHOW server_version;", action="reading the server "
                                        "version").strip().split(" ")[0]
         return versions
@@ -256,14 +253,16 @@ class PostgresqlEngine(Engine):
     def restrict_filter_needed(self):
         if self.filter_restrict is not None:
             return self.filter_restrict
-        return not psql_understands_restrict(self.version_output(self.tool("psql")))
+        return not psql_understands_restrict(self.version_output("psql"))
 
     # -- dump and restore -----------------------------------------------------------------
 
     def dump(self, out, fmt=None, jobs=1):
         """pg_dump to ``out``; for the directory format ``out`` is a directory path to create."""
         fmt = self.check_format(fmt)
-        argv = [self.tool("pg_dump"), "-w", "--format=%s" % fmt]
+        if fmt == "directory":
+            self.needs_host_tools("the directory format (pg_dump writes it to a path)")
+        argv = self.tool_argv("pg_dump", "-w", "--format=%s" % fmt)
         try:
             if fmt == "directory":
                 argv += ["--jobs=%d" % max(1, int(jobs)), "--file=%s" % os.fspath(out)]
@@ -285,19 +284,23 @@ class PostgresqlEngine(Engine):
         fmt = self.check_format(fmt)
         jobs = max(1, int(jobs or 1))
         path = _path_of(src)
+        if fmt == "directory":
+            self.needs_host_tools("the directory format (pg_restore reads it from a path)")
         if fmt == "directory" and path is None:
             raise EngineError("the %s format restores from a path, not a stream" % fmt)
         if jobs > 1 and fmt in ("directory", "custom") and path:
+            # pg_restore --jobs reads the archive by its path, which a prefix cannot see.
+            self.needs_host_tools("a parallel restore (jobs=%d)" % jobs, "restore with jobs=1")
             return self._parallel_restore(path, fmt, jobs)
         producers = []
         if fmt == "directory":
             # pg_restore reads the directory itself; its stdin is not used.
-            producers.append([self.tool("pg_restore"), "--clean", "--if-exists", *self._owner_options(),
-                              "--exit-on-error", "--format=directory", "--file=-", path])
+            producers.append(self.tool_argv("pg_restore", "--clean", "--if-exists", *self._owner_options(),
+                                            "--exit-on-error", "--format=directory", "--file=-", path))
             src = os.devnull
         elif fmt == "custom":
-            producers.append([self.tool("pg_restore"), "--clean", "--if-exists", *self._owner_options(),
-                              "--exit-on-error", "--file=-"])
+            producers.append(self.tool_argv("pg_restore", "--clean", "--if-exists", *self._owner_options(),
+                                            "--exit-on-error", "--file=-"))
         if self.restrict_filter_needed():
             producers.append([find_tool(["sed"], "sed is needed to restore with this psql"),
                               "-E", RESTRICT_FILTER])
@@ -357,9 +360,9 @@ class PostgresqlEngine(Engine):
 
     def _parallel_restore(self, path, fmt, jobs):
         self.flush()
-        argv = [self.tool("pg_restore"), "-w", "--clean", "--if-exists", *self._owner_options(),
-                "--exit-on-error", "--format=%s" % fmt, "--jobs=%d" % jobs,
-                "--dbname=dbname=%s" % conninfo_value(self.connection.name), path]
+        argv = self.tool_argv("pg_restore", "-w", "--clean", "--if-exists", *self._owner_options(),
+                              "--exit-on-error", "--format=%s" % fmt, "--jobs=%d" % jobs,
+                              "--dbname=dbname=%s" % conninfo_value(self.connection.name), path)
         try:
             self.runner.run(argv, env=self.env())
         except CommandError as error:

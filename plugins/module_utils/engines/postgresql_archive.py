@@ -45,6 +45,13 @@ def pg_restore():
     return find_tool(["pg_restore"], "pg_restore (postgresql-client) checks PostgreSQL archives")
 
 
+def pg_restore_argv(runner, *args):
+    """pg_restore with ``args``: behind the runner's db_command_prefix when it has one (the
+    tools are there, maybe not on this host; the archive then reaches it on stdin)."""
+    prefix = list(getattr(runner, "db_command_prefix", None) or [])
+    return prefix + ["pg_restore" if prefix else pg_restore()] + list(args)
+
+
 class CustomArchive(DumpFormat):
     name = "custom"
     extension = "pgdump"
@@ -101,9 +108,14 @@ def read_archive(runner, path, fmt):
     pg_restore uses one core. A custom archive that pg_dump wrote to a file has the data
     offsets for that; one cut short before they were written is read front to back by each
     process, and still fails where it ends."""
-    tool = pg_restore()
-    base = [tool, "--format=%s" % fmt, "--file=" + os.devnull]
     try:
+        if fmt == "custom" and getattr(runner, "db_command_prefix", None):
+            # Behind a prefix this host's path need not exist: one reader, fed on stdin.
+            runner.read_through(pg_restore_argv(runner, "--format=custom", "--file=" + os.devnull),
+                                os.open(path, os.O_RDONLY))
+            return
+        tool = pg_restore()
+        base = [tool, "--format=%s" % fmt, "--file=" + os.devnull]
         groups = data_entry_groups(runner, tool, path, fmt)
         if not groups:
             runner.read_through(base + [path])
@@ -145,7 +157,7 @@ def read_while_written(runner, path, written):
     overlaps the dump instead of following it. pg_dump only appends, except for rewriting its
     table of contents in place at the end (same length; only the data offsets change, which a
     reader of a stream does not use)."""
-    argv = [pg_restore(), "--format=custom", "--file=" + os.devnull]
+    argv = pg_restore_argv(runner, "--format=custom", "--file=" + os.devnull)
     read_fd, write_fd = os.pipe()
     reader = Background(runner.read_through, argv, read_fd)
     try:

@@ -61,6 +61,16 @@ class SqliteEngine(Engine):
     name = "sqlite"
     dump_formats = (SqliteDump(),)
 
+    def __init__(self, connection, runner):
+        super(SqliteEngine, self).__init__(connection, runner)
+        if self.prefix:
+            # No tool runs: this module opens the file itself, so a prefix cannot move it.
+            raise EngineError(
+                "db_command_prefix %s cannot apply to the SQLite database %s: SQLite is read and "
+                "written by this module's own Python on this host, not by a tool; leave "
+                "db_command_prefix empty (the file must be reachable here)"
+                % (" ".join(self.prefix), self.connection.name))
+
     def described_blockers(self):
         # SQLite's locks belong to the file, not to sessions it could name.
         return "another process that has %s open (SQLite does not say which)" % self.path
