@@ -13,6 +13,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import contextlib
 import datetime
 import hashlib
 import itertools
@@ -412,6 +413,33 @@ class PrivateDir:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
         return False
+
+
+@contextlib.contextmanager
+def open_source(src):
+    """``src`` (a path, or a binary file object) as a binary file object: opened here when it
+    is a path."""
+    if isinstance(src, (str, bytes, os.PathLike)):
+        with open(src, "rb") as handle:
+            yield handle
+    else:
+        yield src
+
+
+# The size of the pieces a dump is relayed in.
+RELAY_CHUNK = 1024 * 1024
+
+
+def copy_keeping_tail(source, out, tail_bytes):
+    """Copy ``source`` to ``out`` (binary file objects) to the end; returns the last
+    ``tail_bytes`` bytes, by which a relay tells a complete dump from one cut short."""
+    tail = b""
+    while True:
+        chunk = source.read(RELAY_CHUNK)
+        if not chunk:
+            return tail
+        out.write(chunk)
+        tail = (tail + chunk)[-tail_bytes:]
 
 
 def write_private_file(path, text):

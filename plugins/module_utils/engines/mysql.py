@@ -29,10 +29,12 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     DumpFormat,
     Engine,
     PrivateDir,
+    copy_keeping_tail,
     find_tool,
     holder_identity,
     lock_timeout_message,
     make_snapshot,
+    open_source,
     write_private_file,
 )
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers import (
@@ -78,7 +80,6 @@ SANDBOX_FILTER = r"1{/^\/\*M!999999/d;}"
 # The holder keeps running short queries that name it, so others can read who holds the lock
 # in the processlist; short, because a server notices a vanished client only between queries.
 HOLDER_SLEEP = 0.5
-RELAY_CHUNK = 1024 * 1024
 # Seconds the swap's RENAME TABLE waits for metadata locks the application holds.
 SWAP_LOCK_WAIT = 120
 
@@ -407,7 +408,7 @@ class MysqlEngine(Engine):
         self.flush()
         with self.option_file() as option_file:
             try:
-                with _open_source(src) as source, open(os.devnull, "wb") as devnull:
+                with open_source(src) as source, open(os.devnull, "wb") as devnull:
                     self.runner.pipeline(self._load_stages(option_file, self.connection.name),
                                          stdin=source, stdout=devnull)
             except CommandError as error:
@@ -431,7 +432,7 @@ class MysqlEngine(Engine):
         """The dump into ``database``; refused unless it arrived up to its last line (a
         decompressor killed half-way ends the stream early without an error of the client)."""
         relay_read, relay_write = os.pipe()
-        with self.option_file() as option_file, _open_source(src) as source:
+        with self.option_file() as option_file, open_source(src) as source:
             relay = Background(_relay_dump, source, relay_write)
             try:
                 with os.fdopen(relay_read, "rb") as dump, open(os.devnull, "wb") as devnull:
@@ -726,15 +727,9 @@ def _first_line(text):
 
 def _relay_dump(source, write_fd):
     """Copy the dump to the client; True when it ended with mariadb-dump's last line."""
-    tail = b""
     try:
         with os.fdopen(write_fd, "wb") as out:
-            while True:
-                chunk = source.read(RELAY_CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
-                tail = (tail + chunk)[-MysqlDump.tail_bytes:]
+            tail = copy_keeping_tail(source, out, MysqlDump.tail_bytes)
     except BrokenPipeError:
         return False  # the client stopped at an error: it is reported
     return MysqlDump.trailer in tail
@@ -748,12 +743,3 @@ def _is_privilege_error(error):
 def _like_prefix(text):
     """``text`` for a LIKE pattern that matches it literally."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-@contextlib.contextmanager
-def _open_source(src):
-    if isinstance(src, (str, bytes, os.PathLike)):
-        with open(src, "rb") as handle:
-            yield handle
-    else:
-        yield src

@@ -24,7 +24,9 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     Engine,
     find_tool,
     holder_identity,
+    copy_keeping_tail,
     lock_timeout_message,
+    open_source,
     parse_version,
     version_tuple,
 )
@@ -84,7 +86,6 @@ _RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
 RESTRICT_FILTER = r"/^\\(un)?restrict [A-Za-z0-9]+$/d"
 
 TAIL = 8192
-CHUNK = 1024 * 1024
 
 
 def conninfo_value(value):
@@ -305,7 +306,7 @@ class PostgresqlEngine(Engine):
             producers.append([find_tool(["sed"], "sed is needed to restore with this psql"),
                               "-E", RESTRICT_FILTER])
         self._before_restore()
-        with _open_source(src) as source:
+        with open_source(src) as source:
             self._restore_in_one_transaction(producers, source)
 
     def _owner_options(self):
@@ -464,15 +465,9 @@ class _PsqlSession(ClientSession):
 
 def _relay_script(script, write_fd, producer, close_script):
     """Copy the script to psql, then COMMIT only if it is complete (see the caller)."""
-    tail = b""
     try:
         with os.fdopen(write_fd, "wb") as out:
-            while True:
-                chunk = script.read(CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
-                tail = (tail + chunk)[-TAIL:]
+            tail = copy_keeping_tail(script, out, TAIL)
             if producer is not None:
                 producer.join()
                 if producer.error is not None:
@@ -502,13 +497,3 @@ def _path_of(src):
     if isinstance(name, str) and os.path.isfile(name) and src.seekable() and src.tell() == 0:
         return name
     return None
-
-
-@contextlib.contextmanager
-def _open_source(src):
-    """``src`` as a binary file object: opened here when it is a path."""
-    if isinstance(src, (str, bytes, os.PathLike)):
-        with open(src, "rb") as handle:
-            yield handle
-    else:
-        yield src

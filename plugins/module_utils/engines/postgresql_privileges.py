@@ -17,38 +17,24 @@ __metaclass__ = type
 
 import json
 
-# Objects pg_dump writes and the flush drops, outside the system schemas and not members of an
-# extension (those come back with their extension). Extensions created by initdb (plpgsql) have
-# an OID below FirstNormalObjectId and are not dumped.
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.postgresql_sql import (
+    USER_RELATIONS,
+    USER_ROUTINES,
+    USER_TYPES,
+)
+
+# Objects pg_dump writes and the flush drops (postgresql_sql's USER_* texts). Extensions created
+# by initdb (plpgsql) have an OID below FirstNormalObjectId and are not dumped.
 ACCESS_SQL = r"""
 WITH objects(kind, name, owner) AS (
   SELECT CASE c.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view'
                         WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' ELSE 'table' END,
-         format('%I.%I', n.nspname, c.relname), c.relowner
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-   WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                     AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+         format('%I.%I', n.nspname, c.relname), c.relowner""" + USER_RELATIONS + r"""
   UNION ALL
   SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
-         p.oid::regprocedure::text, p.proowner
-    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-   WHERE p.prokind IN ('f', 'p')
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                     AND d.objid = p.oid AND d.deptype = 'e')
+         p.oid::regprocedure::text, p.proowner""" + USER_ROUTINES + r"""
   UNION ALL
-  SELECT 'type', t.oid::regtype::text, t.typowner
-    FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-   WHERE t.typtype IN ('e', 'd', 'r', 'c')
-     AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
-     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-     AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'
-     AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                     AND d.objid = t.oid AND d.deptype = 'e')
+  SELECT 'type', t.oid::regtype::text, t.typowner""" + USER_TYPES + r"""
   UNION ALL
   SELECT 'schema', format('%I', n.nspname), n.nspowner
     FROM pg_namespace n

@@ -124,8 +124,36 @@ SET LOCAL extra_float_digits = 3;
 SET LOCAL bytea_output = 'hex';
 """
 
+# The user objects pg_dump writes, outside the system schemas and not members of an extension
+# (those come back with their extension): the flush drops them, the restorability check
+# (postgresql_privileges.ACCESS_SQL) reads their owners. One text of each for both.
+_USER_SCHEMA = r"""n.nspname NOT IN ('pg_catalog', 'information_schema')
+       AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp\_%'"""
+# Relations; sequences owned by a column ('a'/'i' dependencies) go with their table.
+USER_RELATIONS = r"""
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+       AND """ + _USER_SCHEMA + r"""
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                       AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))"""
+USER_ROUTINES = r"""
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.prokind IN ('f', 'p')
+       AND """ + _USER_SCHEMA + r"""
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                       AND d.objid = p.oid AND d.deptype = 'e')"""
+# Enums, domains, ranges and free-standing composite types (a table's row type goes with it).
+USER_TYPES = r"""
+      FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+     WHERE t.typtype IN ('e', 'd', 'r', 'c')
+       AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
+       AND """ + _USER_SCHEMA + r"""
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                       AND d.objid = t.oid AND d.deptype = 'e')"""
+
 # Empties the database before a restore, so tables made after the backup do not survive it.
-# Extension members and sequences owned by a column go with their owner.
+# Extension members and sequences owned by a column go with their owner; partitions with
+# their parent.
 FLUSH_SQL = """
 DO $dbsafe$
 DECLARE
@@ -136,37 +164,19 @@ BEGIN
                   CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
                                  WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
                                  ELSE 'TABLE' END,
-                  n.nspname, c.relname)
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND NOT c.relispartition
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                       AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+                  n.nspname, c.relname)""" + USER_RELATIONS + """
+       AND NOT c.relispartition
      ORDER BY c.relkind DESC
   LOOP
     EXECUTE statement;
   END LOOP;
   FOR statement IN
-    SELECT format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure)
-      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-     WHERE p.prokind IN ('f', 'p')
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
-                       AND d.objid = p.oid AND d.deptype = 'e')
+    SELECT format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure)""" + USER_ROUTINES + """
   LOOP
     EXECUTE statement;
   END LOOP;
   FOR statement IN
-    SELECT format('DROP TYPE IF EXISTS %s CASCADE', t.oid::regtype)
-      FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-     WHERE t.typtype IN ('e', 'd', 'r', 'c')
-       AND (t.typtype <> 'c' OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
-       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-       AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
-                       AND d.objid = t.oid AND d.deptype = 'e')
+    SELECT format('DROP TYPE IF EXISTS %s CASCADE', t.oid::regtype)""" + USER_TYPES + """
   LOOP
     EXECUTE statement;
   END LOOP;
