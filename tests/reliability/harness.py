@@ -185,6 +185,34 @@ def tree(*directories):
 
 # -- processes ---------------------------------------------------------------------------------
 
+def parent_of(pid):
+    """The parent pid of ``pid`` (OSError once it is gone)."""
+    with open("/proc/%d/stat" % pid) as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def state_of_process(pid):
+    """The state letter of ``pid`` (R, S, D, T, Z, ...), None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def is_below(pid, root):
+    """Whether ``pid`` runs below ``root`` (its child, grandchild, ...). Under pytest-xdist a
+    test only ever touches processes below its own worker, never another test's."""
+    try:
+        while pid > 1:
+            pid = parent_of(pid)
+            if pid == root:
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
 def descendants(pid):
     """The pids of all processes below ``pid``."""
     children = {}
