@@ -49,6 +49,7 @@ class ArgvSampler:
         self.leaks = []
         self.samples = 0
         self.seen = set()
+        self._ours = {}  # pid -> below this process? (asked once per client process)
         self.max_gap = 0.0  # the longest pause between the starts of two passes
         self.gaps_over_20ms = 0
         self._stop = threading.Event()
@@ -68,13 +69,13 @@ class ArgvSampler:
         return False
 
     def clients(self):
-        """The database and compression tools seen running: proof the sampler saw the run."""
+        """The database and compression tools seen running below this process: proof the
+        sampler saw the run (not the clients of a test running beside it)."""
         names = set()
-        for _pid, argv in self.seen:
-            for part in argv.split(b"\0")[:2]:
-                name = os.path.basename(part).decode("utf-8", "replace")
-                if name in CLIENT_NAMES:
-                    names.add(name)
+        for pid, argv in self.seen:
+            name = _client_name(argv)
+            if name and self._ours.get(pid):
+                names.add(name)
         return sorted(names)
 
     def _loop(self):
@@ -97,11 +98,22 @@ class ArgvSampler:
                 except OSError:
                     continue
                 self.seen.add((pid, argv[:80]))
+                if pid not in self._ours and _client_name(argv):
+                    self._ours[pid] = is_below(int(pid), int(me))
                 if any(secret in argv for secret in self.secrets):
                     self.leaks.append(argv.replace(b"\0", b" ").decode("utf-8", "replace"))
             self.samples += 1
             # A pass starts every ``interval`` seconds, at once after a pass that took longer.
             time.sleep(max(0.0, self.interval - (time.monotonic() - began)))
+
+
+def _client_name(argv):
+    """The name in CLIENT_NAMES that an argv runs (its program or script), else None."""
+    for part in argv.split(b"\0")[:2]:
+        name = os.path.basename(part).decode("utf-8", "replace")
+        if name in CLIENT_NAMES:
+            return name
+    return None
 
 
 def kind_of(module, args):
@@ -184,6 +196,34 @@ def tree(*directories):
 
 
 # -- processes ---------------------------------------------------------------------------------
+
+def parent_of(pid):
+    """The parent pid of ``pid`` (OSError once it is gone)."""
+    with open("/proc/%d/stat" % pid) as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+def state_of_process(pid):
+    """The state letter of ``pid`` (R, S, D, T, Z, ...), None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def is_below(pid, root):
+    """Whether ``pid`` runs below ``root`` (its child, grandchild, ...). Under pytest-xdist a
+    test only ever touches processes below its own worker, never another test's."""
+    try:
+        while pid > 1:
+            pid = parent_of(pid)
+            if pid == root:
+                return True
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
 
 def descendants(pid):
     """The pids of all processes below ``pid``."""

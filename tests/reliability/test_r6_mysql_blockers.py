@@ -48,11 +48,12 @@ def _add_migration_that_leaves_a_blocker(project, change_schema, as_admin):
             "    raise RuntimeError(%r)\n" % (login, BLOCKER_QUERY, demo.FAILURE_MESSAGE)))
 
 
-def _blocker_connections(user):
-    """The connection ids of the blocking session, from the server's processlist (admin)."""
+def _blocker_connections(user, database):
+    """The connection ids of the blocking session on ``database``, from the server's
+    processlist (admin) - not the blocker of a case running beside this one."""
     return mysql_admin_sql(
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '%s' AND INFO = '%s';"
-        % (user, BLOCKER_QUERY)).split()
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = '%s' AND INFO = '%s' AND DB = '%s';"
+        % (user, BLOCKER_QUERY, database)).split()
 
 
 # (terminate_blocking_sessions, the user may see all sessions (PROCESS), the blocker is the admin)
@@ -85,9 +86,9 @@ def test_guard_restore_behind_a_blocking_mysql_session(case, scenario, fresh_dat
         result = harness.guarded(db, project, tmp_path, "R6.blocked",
                                  terminate_blocking_sessions=terminate)
         took = time.monotonic() - started
-        blockers = _blocker_connections(blocker_user)
+        blockers = _blocker_connections(blocker_user, db.name)
     finally:
-        for connection in _blocker_connections(blocker_user):
+        for connection in _blocker_connections(blocker_user, db.name):
             mysql_admin_sql("KILL CONNECTION %d;" % int(connection))
     case.message = "%s (after %.0fs)" % (result.get("msg", ""), took)
     assert result["failed"] is True, result

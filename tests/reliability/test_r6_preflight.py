@@ -413,8 +413,10 @@ def test_guard_restore_behind_a_blocking_session(case, terminate, fresh_database
         result = harness.guarded(db, project, tmp_path, "R6.blocked",
                                  terminate_blocking_sessions=terminate)
     finally:
+        # This test's blocker only (its database): the other case may run beside it.
         left = pg_admin_sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                            "WHERE application_name = '%s';" % BLOCKER_APPLICATION).strip()
+                            "WHERE application_name = '%s' AND datname = '%s';"
+                            % (BLOCKER_APPLICATION, db.name)).strip()
     took = time.monotonic() - started
     case.message = "%s (after %.0fs)" % (result.get("msg", ""), took)
     assert result["failed"] is True, result

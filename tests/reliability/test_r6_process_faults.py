@@ -24,6 +24,7 @@ import harness
 from ansible_run import CALLBACKS, _bin, ansible_env
 from databases import mysql_admin_sql, pg_admin_sql
 from harness import guarded, prepared
+from test_r6_restores import lock_waiters
 from ansible_collections.dbsafe.django.plugins.module_utils import processes
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.mysql import lock_name
 
@@ -484,7 +485,12 @@ def test_signal_while_waiting_for_the_lock(case, fresh_database, tmp_path):
         while time.monotonic() < deadline:
             waiting = [pid for pid in _module_pids(os.getpid()) if pid != module["pid"]]
             if waiting:
-                time.sleep(8)  # past the introspection: it waits for the lock now
+                # Past the introspection (however long it takes on a loaded machine): the
+                # server shows its session waiting for the lock the first run holds.
+                while not lock_waiters(db) and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                seen["waiting for the lock"] = lock_waiters(db)
+                time.sleep(1)  # and it keeps waiting
                 seen["pid"] = waiting[0]
                 seen["at"] = time.monotonic()
                 os.kill(waiting[0], signal.SIGTERM)
@@ -502,6 +508,7 @@ def test_signal_while_waiting_for_the_lock(case, fresh_database, tmp_path):
     result, output = first.wait()
 
     case.message = "%s (ended %.1f s after the signal)" % (second.get("msg"), stopped_after)
+    assert seen["waiting for the lock"], "the second run was never seen waiting for the lock"
     assert second["failed"] is True
     assert second["msg"].startswith("interrupted by SIGTERM; the database was not changed"), \
         second["msg"]

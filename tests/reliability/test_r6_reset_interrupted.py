@@ -18,11 +18,6 @@ from ansible_collections.dbsafe.django.plugins.module_utils import processes
 CASES = [("postgresql", signal.SIGTERM), ("mysql", signal.SIGTERM), ("mysql", signal.SIGINT)]
 
 
-def parent_of(pid):
-    with open("/proc/%d/stat" % pid) as handle:
-        return int(handle.read().rsplit(")", 1)[1].split()[1])
-
-
 @pytest.mark.parametrize("engine,signum", CASES,
                          ids=["%s-%s" % (e, signal.Signals(s).name) for e, s in CASES])
 def test_a_signal_during_the_resets_migrate_restores_the_safety_backup(case, engine, signum,
@@ -39,7 +34,7 @@ def test_a_signal_during_the_resets_migrate_restores_the_safety_backup(case, eng
     def interrupt():
         interpreter = held_interpreter_pid(project)
         seen["interpreter"] = processes.identity(interpreter)
-        os.kill(parent_of(interpreter), signum)  # the module: the interpreter's parent
+        os.kill(harness.parent_of(interpreter), signum)  # the module: the interpreter's parent
 
     interrupter = threading.Thread(target=interrupt, daemon=True)
     interrupter.start()

@@ -222,22 +222,108 @@ def loader_words(db):
     return ("psql", "BEGIN", "PGDATABASE=%s\0" % db.name)
 
 
-def kill_when_running(words, killed, delay, timeout=240):
-    """SIGKILL the process whose argv has ``words`` once it has run ``delay`` seconds; records
-    its pid and whether it was still running when the signal went."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        found = processes_matching(*words)
-        if found:
-            time.sleep(delay)
-            for pid in found:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                    killed.append(pid)
-                except OSError:
-                    pass
-            return
-        time.sleep(0.02)
+def own_processes_matching(*words):
+    """processes_matching, among this test's own processes only (below this pytest process):
+    what a test stops or kills is never a process of a test running beside it."""
+    me = os.getpid()
+    return dict((pid, argv) for pid, argv in processes_matching(*words).items()
+                if harness.is_below(pid, me))
+
+
+def stop(pid, seconds=5):
+    """SIGSTOP ``pid`` and wait until it is stopped: True if it is, False if it had ended."""
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except OSError:
+        return False
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        state = harness.state_of_process(pid)
+        if state in (None, "Z", "X"):
+            return False
+        if state in ("T", "t"):
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def resume(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except OSError:
+        pass
+
+
+def has_written(db):
+    """The server's view: the restore's load has written into the database (PostgreSQL: a
+    session on it has a transaction id, the load's emptying and COPY; MySQL: the scratch
+    database the load fills has its first table)."""
+    if db.engine == "mysql":
+        out = mysql_admin_sql("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA "
+                              "LIKE '%s\\_\\_dbsafe\\_restore\\_%%';" % db.name)
+    else:
+        out = pg_admin_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = '%s' AND "
+                           "backend_xid IS NOT NULL;" % db.name)
+    return int(out.strip() or 0) > 0
+
+
+def stop_the_loader_while_it_loads(db, timeout=240):
+    """The client loading a restore of ``db``, stopped (SIGSTOP) half-way: frozen the moment
+    it is seen, then let on in 20 ms steps until the server shows the load has written into
+    the database. Returns its pid, stopped and alive - the caller kills it (or its module)
+    then, so the kill lands while it loads, however fast or slow this machine is. Raises
+    AssertionError (the loader let go) if it never appeared or ended first."""
+    words = loader_words(db)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = own_processes_matching(*words)
+        if not found:
+            time.sleep(0.005)
+            continue
+        assert len(found) == 1, "more than one loading client: %s" % found
+        [pid] = found
+        if not stop(pid):
+            raise AssertionError("the loading client (pid %d) ended before it could be stopped"
+                                 % pid)
+        while not has_written(db):
+            if time.monotonic() > deadline:
+                resume(pid)
+                raise AssertionError("the loading client (pid %d) never wrote into %s"
+                                     % (pid, db.name))
+            resume(pid)
+            time.sleep(0.02)
+            if not stop(pid):
+                raise AssertionError("the loading client (pid %d) ended before it was seen "
+                                     "writing" % pid)
+        return pid
+    raise AssertionError("the loading client was never seen (%s)" % " ".join(words))
+
+
+def interrupt_the_load(db, kill, outcome):
+    """(For a thread.) stop_the_loader_while_it_loads, then ``kill(pid)`` (the pids it
+    killed); outcome gets 'killed' or 'error'. The loader never stays stopped."""
+    pid = None
+    try:
+        pid = stop_the_loader_while_it_loads(db)
+        outcome["killed"] = kill(pid)
+    except AssertionError as error:
+        outcome["error"] = str(error)
+    finally:
+        if pid is not None:
+            resume(pid)
+
+
+def kill_loader(pid):
+    os.kill(pid, signal.SIGKILL)  # stopped and alive: it cannot have ended meanwhile
+    return [pid]
+
+
+def kill_module_of(pid):
+    """SIGKILL the db_backup module above the (stopped) loader ``pid``."""
+    module = module_above(pid)
+    assert module is not None, "no db_backup module above the loading client %d" % pid
+    os.kill(module, signal.SIGKILL)
+    return [module]
 
 
 def module_above(pid):
@@ -247,8 +333,7 @@ def module_above(pid):
             with open("/proc/%d/cmdline" % pid, "rb") as handle:
                 if b"AnsiballZ_db_backup" in handle.read():
                     return pid
-            with open("/proc/%d/stat" % pid) as handle:
-                pid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            pid = harness.parent_of(pid)
         except (OSError, ValueError, IndexError):
             return None
     return None
@@ -285,14 +370,15 @@ def test_restore_killed_leaves_the_database_as_before_or_restored(case, engine, 
     assert before != at_backup and before["rows"]["big"] == BIG_ROWS + 1
     restore = backup_args(db, tmp_path, state="restore", src=backup["path"])
 
-    # 1. The client that loads the dump is killed half-way.
-    killed = []
-    killer = threading.Thread(target=kill_when_running, args=(loader_words(db), killed, 0.4),
+    # 1. The client that loads the dump is killed half-way: stopped once the load has
+    # written into the database, then killed (stopped, it cannot finish meanwhile).
+    outcome = {}
+    killer = threading.Thread(target=interrupt_the_load, args=(db, kill_loader, outcome),
                               daemon=True)
     killer.start()
     result = harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
     killer.join(10)
-    assert killed, "the loading client was never seen"
+    assert outcome.get("killed"), outcome.get("error", "the killer did not finish")
     assert result.get("failed") is True, result.get("msg")
     assert "SIGKILL" in result["msg"] or "signal 9" in result["msg"], result["msg"]
     assert "was not changed" in result["msg"], result["msg"]
@@ -301,25 +387,15 @@ def test_restore_killed_leaves_the_database_as_before_or_restored(case, engine, 
     assert side_databases(db) == []
     killed_message = result["msg"]
 
-    # 2. The module itself is killed while its client loads the dump.
-    modules = []
-
-    def kill_module():
-        deadline = time.time() + 240
-        while time.time() < deadline and not modules:
-            for loader in processes_matching(*loader_words(db)):
-                module = module_above(loader)
-                if module is not None:
-                    time.sleep(0.2)
-                    os.kill(module, signal.SIGKILL)
-                    modules.append(module)
-                    return
-            time.sleep(0.02)
-    killer = threading.Thread(target=kill_module, daemon=True)
+    # 2. The module itself is killed while its client loads the dump (the client stopped
+    # half-way as in 1, then let go: it runs on without its module).
+    outcome = {}
+    killer = threading.Thread(target=interrupt_the_load, args=(db, kill_module_of, outcome),
+                              daemon=True)
     killer.start()
     harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
     killer.join(10)
-    assert modules, "the module was never seen"
+    assert outcome.get("killed"), outcome.get("error", "the killer did not finish")
     wait_until_gone(loader_words(db))
     assert state_of(db) == before
 
@@ -342,26 +418,37 @@ def test_sqlite_restore_killed_leaves_the_database_as_before(case, fresh_databas
     change_after_backup(db)
     before = state_of(db)
     directory = os.path.dirname(db.name)
-    modules = []
+    outcome = {}
 
     def kill_module_when_copying():
+        """The module (this test's own) stopped the moment its staging copy appears, killed
+        while the copy is still there: the database file not yet replaced."""
         deadline = time.time() + 240
         while time.time() < deadline:
-            if any(name.startswith(".dbsafe-restore-") for name in os.listdir(directory)):
-                for pid in processes_matching("AnsiballZ_db_backup"):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                        modules.append(pid)
-                    except OSError:
-                        pass
+            staging = [name for name in os.listdir(directory) if name.startswith(".dbsafe-restore-")]
+            if staging:
+                modules = [pid for pid in own_processes_matching("AnsiballZ_db_backup") if stop(pid)]
+                try:
+                    if not modules:
+                        outcome["error"] = "the module ended before it could be stopped"
+                    elif not os.path.exists(os.path.join(directory, staging[0])):
+                        outcome["error"] = "the module was past the copy when it was stopped"
+                    else:
+                        for pid in modules:
+                            os.kill(pid, signal.SIGKILL)
+                        outcome["killed"] = modules
+                finally:
+                    for pid in modules:
+                        resume(pid)
                 return
             time.sleep(0.005)
+        outcome["error"] = "the module was never seen copying the dump"
     killer = threading.Thread(target=kill_module_when_copying, daemon=True)
     killer.start()
     restore = backup_args(db, tmp_path, state="restore", src=backup["path"])
     harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
     killer.join(10)
-    assert modules, "the module was never seen copying the dump"
+    assert outcome.get("killed"), outcome.get("error", "the killer did not finish")
     assert state_of(db) == before
     result = harness.watched_run(db, "db_backup", restore, "R6.restore-killed")
     assert not result.get("failed"), result.get("msg")
