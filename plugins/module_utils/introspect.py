@@ -1408,7 +1408,12 @@ class StepRecorder:
             self.steps[-1].update(ok=True, seconds=round(time.time() - self._started, 4))
 
     def track(self, execute, sql, params, many, context):
-        result = execute(sql, params, many, context)
+        try:
+            result = execute(sql, params, many, context)
+        except Exception:
+            if leaves_something_when_failing(sql):
+                self.changed = True
+            raise
         if changes_something(sql):
             self.changed = True
         return result
@@ -1440,6 +1445,15 @@ def changes_something(sql):
         return True
     words = sql.lstrip(" \t\r\n(").split(None, 1)
     return not words or words[0].upper().rstrip(";") not in _READ_ONLY
+
+
+def leaves_something_when_failing(sql):
+    """Whether a statement that failed may still have left something behind: PostgreSQL's
+    concurrent index builds leave an INVALID index (a retry would fail on "already exists")."""
+    if not isinstance(sql, str):
+        return True
+    words = sql.upper().split()
+    return "CONCURRENTLY" in words[:6] and words[:1] in (["CREATE"], ["REINDEX"])
 
 
 def retry_is_safe(in_step, step_atomic, rollback_ddl, changed):

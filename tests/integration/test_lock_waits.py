@@ -245,3 +245,42 @@ def test_mariadb_after_partial_ddl_the_backup_is_restored(mysql_database, tmp_pa
         assert cursor.fetchall() == ()
     finally:
         connection.close()
+
+
+def test_postgresql_a_concurrent_index_build_that_gave_up_is_restored_not_retried(postgres_database, tmp_path):
+    """CREATE INDEX CONCURRENTLY (a non-atomic step) waits for older transactions; giving up leaves
+    an INVALID index, so the step is not tried again over it: the backup is restored once the lock
+    is free, and no index is left."""
+    database = postgres_database
+    project, migration = prepared(
+        database, tmp_path,
+        # The database side only: the models stay as they are (no index in the model state).
+        "migrations.SeparateDatabaseAndState(database_operations=[\n"
+        "    AddIndexConcurrently('book', models.Index(fields=['title'], name='book_title_lock_idx'))]),",
+        preamble="from django.contrib.postgres.operations import AddIndexConcurrently\n")
+    path = os.path.join(demo.migrations_dir(project), migration.split(".")[1] + ".py")
+    with open(path) as handle:
+        source = handle.read()
+    with open(path, "w") as handle:  # a concurrent build cannot run in a transaction
+        handle.write(source.replace("class Migration(migrations.Migration):\n",
+                                    "class Migration(migrations.Migration):\n    atomic = False\n"))
+    before = columns(database)
+    # A transaction holding a snapshot: the concurrent build waits for it to end.
+    blocker = Blocker(database, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM books_book;",
+                      seconds=8)
+    try:
+        result = migrate(project, database, tmp_path)
+    finally:
+        blocker.stop()
+
+    assert result.get("failed"), result
+    message = result["msg"]
+    assert "gave up waiting for a lock" in message and "1 try of db_lock_timeout=2s" in message, message
+    assert "lock_waits" not in result
+    assert result["restored"] is True and result["proven"] is True, message
+    assert columns(database) == before
+    import psycopg
+    with psycopg.connect(host=database.host, port=database.port, user=database.user, dbname=database.name,
+                         password=database.password or None) as connection:
+        assert connection.execute("SELECT count(*) FROM pg_indexes WHERE indexname = 'book_title_lock_idx'"
+                                  ).fetchone()[0] == 0

@@ -42,6 +42,19 @@ def test_what_counts_as_a_change(sql, changes):
     assert introspect.changes_something(sql) is changes
 
 
+@pytest.mark.parametrize("sql, leaves", [
+    ('CREATE INDEX CONCURRENTLY "book_title_idx" ON "books_book" ("title")', True),
+    ('CREATE UNIQUE INDEX CONCURRENTLY "u" ON "books_book" ("slug")', True),
+    ('REINDEX INDEX CONCURRENTLY "book_title_idx"', True),
+    ('CREATE INDEX "book_title_idx" ON "books_book" ("title")', False),
+    ('ALTER TABLE "books_book" ADD COLUMN "note" text NULL', False),
+    ('DROP INDEX CONCURRENTLY IF EXISTS "book_title_idx"', False),
+])
+def test_a_failed_concurrent_index_build_is_not_retried(sql, leaves):
+    """It leaves an INVALID index behind: the step is restored, never tried again over it."""
+    assert introspect.leaves_something_when_failing(sql) is leaves
+
+
 def test_backoff_doubles_with_jitter_and_a_cap():
     assert introspect.retry_delay(1, lambda: 0.5) == 1.0
     assert introspect.retry_delay(2, lambda: 0.5) == 2.0
