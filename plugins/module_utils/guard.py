@@ -17,7 +17,14 @@ import json
 import os
 import time
 
-from ansible_collections.dbsafe.django.plugins.module_utils import backup_identity, processes, risk, run_marker, state
+from ansible_collections.dbsafe.django.plugins.module_utils import (
+    backup_identity,
+    online,
+    processes,
+    risk,
+    run_marker,
+    state,
+)
 from ansible_collections.dbsafe.django.plugins.module_utils.access_check import refuse_inaccessible, restorer_for
 from ansible_collections.dbsafe.django.plugins.module_utils.backup_job import backup_label
 from ansible_collections.dbsafe.django.plugins.module_utils.checked_state import state_after_failure
@@ -66,6 +73,10 @@ GUARD_ARGUMENT_SPEC = dict(
     track_checksums=dict(type="bool", default=True),
     # The highest risk (risk.LEVELS) the plan may have; None: no limit.
     max_risk=dict(type="str", choices=["safe", "locks", "incompatible", "data_loss"]),
+    # Migrate while the application serves: only a plan whose every operation is safe for the
+    # running code and reversible (online.py); a failure is undone by reverse operations, the
+    # rows the application wrote meanwhile stay.
+    online=dict(type="bool", default=False),
     # A privileged login the restore after a failure runs as (same server and database).
     restore_login_user=dict(type="str"),
     restore_login_password=dict(type="str", no_log=True),
@@ -353,6 +364,8 @@ class GuardedMigrate:
         self.result["risks"] = self.result["before"]["risks"]
         self.result["risk"] = self.result["before"]["risk"]
         self.result["edited"] = self.result["before"]["edited"]
+        # What keeps this plan from running while the application serves (the deploy's mode).
+        self.result["online_blockers"] = online.blockers(plan, self.result["risks"])
         if problems:
             raise PreflightRefused(
                 "refused before touching the database: " + " | ".join(problems),
@@ -366,6 +379,14 @@ class GuardedMigrate:
                 % "; ".join("%s: %s" % (s["migration"], s["reason"]) for s in lossy),
                 data_loss=lossy, database_changed=False,
             )
+        blockers = self.result["online_blockers"]
+        if self.options.online and plan:
+            if blockers:
+                raise PreflightRefused(
+                    "refused before touching the database: online: true, but %d operation(s) need "
+                    "the application stopped: %s. Migrate with the application stopped (online: "
+                    "false, or deploy mode stop/auto)" % (len(blockers), "; ".join(blockers)),
+                    online_blockers=blockers, database_changed=False)
         too_risky = risk.refusal(self.result["risks"], self.options.max_risk)
         if too_risky:
             raise PreflightRefused("refused before touching the database: " + too_risky,
@@ -438,6 +459,8 @@ class GuardedMigrate:
                 db_timeouts=self.options.db_timeouts,
             )
         except DbsafeError as error:  # killed, crashed, no answer
+            if self.options.online and snapshot is not None:
+                return self._undo(engine, snapshot, backup, None, error.msg, None, before)
             return self._put_back(engine, snapshot, backup, None, error.msg)
         self.result["applied"] = after["migrate"]["steps"]
         self._say_lock_waits(after["migrate"].get("lock_waits") or [])
@@ -445,6 +468,9 @@ class GuardedMigrate:
         if error is not None:
             failed = _failed_step(after["migrate"]["steps"])
             message = "%s: %s" % (error["type"], error["message"])
+            if self.options.online and snapshot is not None:
+                return self._undo(engine, snapshot, backup, failed, message,
+                                  error.get("kept_operations"), before, session=self.session)
             if error.get("lock_wait"):
                 message = self._gave_up_waiting(engine, message)
                 if error.get("clean") and not any(step["ok"] for step in after["migrate"]["steps"]):
@@ -453,6 +479,9 @@ class GuardedMigrate:
                     self._unchanged_or_put_back(engine, snapshot, failed, message)
             return self._put_back(engine, snapshot, backup, failed, message)
         problems = verification_problems(before, after, plan)
+        if problems and self.options.online and snapshot is not None:
+            return self._undo(engine, snapshot, backup, None, "verification failed: " + "; ".join(problems),
+                              None, before, session=self.session)
         if problems:
             return self._put_back(engine, snapshot, backup, None,
                                   "verification failed: " + "; ".join(problems))
@@ -561,6 +590,76 @@ class GuardedMigrate:
             restored=True, proven=True, backup=self.result["backup"], **base)
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _undo(self, engine, snapshot, backup, failed_step, error, kept, before, session=None):
+        """An online migrate failed while the application kept writing: Django's reverse
+        operations undo what it applied (a restore would lose those writes), then the proof -
+        schema and django_migrations as before the run, no table with fewer rows. Not proven:
+        no automatic restore (it would lose the writes), the message says what to do."""
+        what = "migration %s failed" % failed_step if failed_step else "migrate failed"
+        base = dict(failed_step=failed_step, error=error, applied=self.result["applied"],
+                    plan=state.plan_names(self.result["plan"]), backup=self.result["backup"],
+                    restored=False, online=True)
+        undone, undo_error = self.timings.run("undo", self._reverse, engine, before, kept, session)
+        try:
+            live = engine.snapshot(content=False)
+            counts = engine.row_counts()
+        except DbsafeError as read_error:
+            problems = ["the database could not be read after the undo: %s" % read_error.msg]
+            counts = None
+        else:
+            problems = online.undo_problems(snapshot, live, counts)
+        self.result["undone"] = undone
+        if undo_error is None and not problems:
+            written = online.grown(snapshot, counts)
+            raise MigrationFailed(
+                "%s: %s. Online (the application kept running): undone by Django's reverse "
+                "operations (%s) and proven: the schema and django_migrations equal their state "
+                "before the run and no table lost a row%s. The backup %s was not needed and is kept."
+                % (what, error, ", ".join(undone) or "nothing had been applied",
+                   " (rows the application wrote meanwhile, kept: %s)" % ", ".join(
+                       "%s +%d" % item for item in sorted(written.items())) if written else "",
+                   backup["path"] if backup else "(none)"),
+                undone=undone, proven=True, database_as_before=True, rows_written_meanwhile=written,
+                **base)
+        raise RestoreFailed(
+            "%s: %s. Online (the application kept running): the undo by Django's reverse operations "
+            "%s; the database does NOT equal its state before the run: %s. It was NOT restored from "
+            "the backup automatically: the application is writing and a restore loses those rows. "
+            "Either fix forward (a migration that completes or reverses the change), or stop the "
+            "application and restore the backup %s with: %s"
+            % (what, error, ("failed: %s" % undo_error) if undo_error else "ran (%s)" % (
+                ", ".join(undone) or "nothing to undo"), "; ".join(problems) or "unknown",
+               backup["path"] if backup else "(none - backup: false)",
+               _manual_restore(backup, self.project, self.options) if backup else "-"),
+            undone=undone, proven=False, database_as_before=False, differences=problems[:50],
+            **base)
+
+    def _reverse(self, engine, before, kept, session):
+        """(undone, error or None): the migrations this run recorded (read from the database,
+        in plan order) and the failed one's kept operations, reversed in the project - in the
+        run's own interpreter, or a new one when that one died."""
+        try:
+            rows = set("%s.%s" % tuple(row) for row in engine.snapshot(content=False)["migrations"] or [])
+        except DbsafeError as error:
+            return [], "the applied migrations could not be read: %s" % error.msg
+        applied_before = set(before["facts"]["applied_rows"])
+        completed = [step["migration"] for step in self.result["plan"]
+                     if not step["backwards"] and step["migration"] in rows - applied_before]
+        if not completed and not (kept or {}).get("count"):
+            return [], None
+        try:
+            if session is not None:
+                answer = session.undo(completed, kept, database=self.options.database)
+            else:
+                with self.project.session() as fresh:
+                    answer = fresh.undo(completed, kept, database=self.options.database)
+        except DbsafeError as error:
+            return [], error.msg
+        found = answer["undo"]
+        if found["error"]:
+            return found["undone"], "%s: %s" % (found["error"]["type"], found["error"]["message"])
+        return found["undone"], None
 
     def _restorer(self, engine):
         return restorer_for(engine, self.options.restore_login_user,

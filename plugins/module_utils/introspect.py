@@ -18,6 +18,9 @@ Requests:
   no project path on sys.path), so that a later ``facts`` request in the same session boots
   in a fraction of the time. The guarded migrate sends it before the application is stopped
   and the code is switched: what it loads does not change in the switch.
+- ``undo``: after a failed online migrate, Django's reverse operations put the database
+  back at the migrations applied before it (the operations the failed migration kept, then
+  the migrations the run completed), so rows the running application wrote meanwhile stay.
 - ``migrate_to_set``: migrates an EMPTY database (the drift check's scratch database) to exactly
   a given applied set (``applied``: another database's django_migrations rows), not to the
   latest state, and returns the rows recorded afterwards.
@@ -1499,6 +1502,113 @@ def lock_wait_error(error):
     return False
 
 
+class OperationProgress:
+    """How many operations of each migration ran their database part (``database_forwards``
+    returned), counted through Django's own ``Migration.apply``: after a failure, the
+    operations of the failed migration that an engine without transactional DDL (MySQL) or a
+    non-atomic migration kept are known, and an online undo reverses exactly those."""
+
+    def __init__(self):
+        self.done = {}
+        self._original = None
+
+    def __enter__(self):
+        from django.db.migrations.migration import Migration
+
+        self._original = original = Migration.apply
+        done = self.done
+
+        def apply(migration, *args, **kwargs):
+            key = "%s.%s" % (migration.app_label, migration.name)
+            done[key] = 0
+            counted = []
+            for operation in migration.operations:
+                operation.database_forwards = _counting(operation.database_forwards, done, key)
+                counted.append(operation)
+            try:
+                return original(migration, *args, **kwargs)
+            finally:
+                for operation in counted:
+                    del operation.database_forwards  # the class's method again
+
+        Migration.apply = apply
+        return self
+
+    def __exit__(self, *exc_info):
+        from django.db.migrations.migration import Migration
+
+        Migration.apply = self._original
+
+
+def _counting(database_forwards, done, key):
+    def counted(*args, **kwargs):
+        result = database_forwards(*args, **kwargs)
+        done[key] += 1
+        return result
+    return counted
+
+
+def kept_operations(recorder, progress):
+    """The failed migration's operations whose changes stayed in the database: none when its
+    transaction rolled them back (atomic, on an engine with transactional DDL)."""
+    failed = recorder.failed_step()
+    if failed is None or (recorder.rollback_ddl and recorder.step_atomic):
+        return None
+    return {"migration": failed, "count": progress.done.get(failed, 0)}
+
+
+def undo(request, connection, entry, timings):
+    """Put the database back at the migrations applied before a failed online migrate, by
+    Django's reverse operations (the application went on writing: a restore would lose that):
+    first the kept operations of the failed migration (``request["partial"]``: {migration,
+    count}), then each migration the run completed (``request["completed"]``), newest first,
+    with the project states Django's own backwards migrate uses. Never raises: a failure is
+    part of the answer (``error``), with what was undone before it."""
+    import copy
+
+    started = time.time()
+    undone = []
+    error = None
+    try:
+        loader = build_loader(connection, entry)
+        executor = executor_for(connection, loader)
+        partial = request.get("partial") or {}
+        if partial.get("count"):
+            key = tuple(partial["migration"].split(".", 1))
+            migration = loader.graph.nodes[key]
+            head = copy.copy(migration)
+            head.operations = list(migration.operations[:partial["count"]])
+            state = loader.project_state(key, at_end=False)
+            with connection.schema_editor(atomic=migration.atomic) as editor:
+                head.unapply(state, editor)
+            undone.append("%s (%d of %d operations)" % (partial["migration"], partial["count"],
+                                                         len(migration.operations)))
+        completed = [tuple(name.split(".", 1)) for name in request.get("completed") or []]
+        if completed:
+            plan = [(loader.graph.nodes[key], True) for key in reversed(completed)]
+
+            def unapplied(action, migration=None, fake=False):
+                if action == "unapply_success":
+                    undone.append("%s.%s" % (migration.app_label, migration.name))
+
+            executor.progress_callback = unapplied
+            executor.migrate(None, plan=plan)
+    except Exception as exc:
+        error = {"type": exc.__class__.__name__, "message": str(exc),
+                 "traceback": traceback.format_exc()}
+    timings["undo"] = round(time.time() - started, 4)
+    connection.close()
+    return {"undone": undone, "error": error,
+            "applied_rows": _rows_or_none(connection, entry)}
+
+
+def _rows_or_none(connection, entry):
+    try:
+        return sorted("%s.%s" % key for key in applied_rows(connection, entry))
+    except Exception:  # the answer says what was undone; the guard reads the state itself
+        return None
+
+
 def migrate_command_recording(recorder):
     """The project's own ``migrate`` command (an app may override it), with ``recorder``
     called from its progress callback before the command's own."""
@@ -1547,8 +1657,9 @@ def migrate(request, connection, entry, timings):
     lock_waits = []
     started = time.time()
     failure = None
+    progress = OperationProgress()
     with SessionTimeouts(connection, timeouts.get("lock_wait") or 0, timeouts.get("statement"),
-                         row_locks=True), connection.execute_wrapper(recorder.track):
+                         row_locks=True), connection.execute_wrapper(recorder.track), progress:
         while True:
             try:
                 call_command(migrate_command_recording(recorder), *args, stdout=output,
@@ -1569,7 +1680,8 @@ def migrate(request, connection, entry, timings):
     if failure is not None:
         exc, text = failure
         error = {"type": exc.__class__.__name__, "message": str(exc), "traceback": text,
-                 "lock_wait": lock_wait_error(exc), "clean": recorder.retry_is_safe()}
+                 "lock_wait": lock_wait_error(exc), "clean": recorder.retry_is_safe(),
+                 "kept_operations": kept_operations(recorder, progress)}
     timings["migrate"] = round(time.time() - started, 4)
     return {"steps": recorder.steps, "error": error, "lock_waits": lock_waits,
             "output": output.getvalue()[-20000:]}
@@ -1759,6 +1871,9 @@ def run(request):
     result.update(how)
     if request.get("action") == "migrate_to_set":
         result["migrate_to_set"] = migrate_to_set(request, connection, entry, timings)
+        return result
+    if request.get("action") == "undo":
+        result["undo"] = undo(request, connection, entry, timings)
         return result
     if request.get("action") == "command":
         result["command"] = management_command(request, connection, timings)

@@ -278,6 +278,14 @@ class ProjectSession:
         return self.call(migrate_request(database, target, fake, fake_initial, skip_checks,
                                          track_checksums, allow_edited, db_timeouts))
 
+    def undo(self, completed, partial=None, database="default"):
+        """After a failed online migrate: Django's reverse operations undo ``partial`` (the
+        failed migration's kept operations, {migration, count}) and then ``completed`` (the
+        migrations the run applied), newest first. The answer's ``undo`` has ``undone``,
+        ``error`` (None when it succeeded) and ``applied_rows``."""
+        return self.call({"action": "undo", "database": database, "pending": False,
+                          "completed": list(completed), "partial": partial})
+
     def command(self, name, args=(), database="default"):
         """``flush`` or ``loaddata`` in the project; the answer's ``command`` has ``error``
         (None when it succeeded) and ``output``."""

@@ -231,6 +231,23 @@ options:
         V(data_loss).
     type: str
     choices: [safe, locks, incompatible, data_loss]
+  online:
+    description:
+      - Migrate while the application keeps serving, for a release whose every pending operation
+        is V(safe) for the running code (see RV(risks)), forwards and reversible; a plan with
+        anything else is refused before anything is touched, with RV(online_blockers) in the
+        message.
+      - The lock, the backup, the database's lock timeouts and the verification are as without it.
+        What differs is a failure - the application wrote rows meanwhile, which restoring the
+        backup would throw away - so the migrations this run applied (and, on MySQL/MariaDB, the
+        operations the failed migration had already run) are undone by Django's reverse
+        operations, and the result is proven - schema and C(django_migrations) equal their state
+        before the run, no table has fewer rows (RV(rows_written_meanwhile) lists what the
+        application added). When that cannot be proven nothing is restored automatically; the
+        message says how to restore the backup by hand once the application is stopped.
+      - Cannot be combined with O(downtime).
+    type: bool
+    default: false
   downtime:
     description:
       - Stop the application, switch its code, migrate and start it again, all in this one
@@ -465,6 +482,27 @@ lock_holders:
   returned: when the migrate failed because it could not get a lock
   type: str
   sample: "pid 4242 (user shop, application gunicorn, idle in transaction since 2026-12-07T05:00:00Z: SELECT ...)"
+online_blockers:
+  description:
+    - Why the plan cannot run while the application serves (O(online)) - one sentence per
+      operation that is not V(safe), unapplied, or has no reverse. Empty when it can.
+  returned: when the plan was computed
+  type: list
+  elements: str
+  sample: ["shop.0007_drop_sku RemoveField on shop_item is incompatible: drops column sku ..."]
+undone:
+  description:
+    - With O(online), after a failure - what Django's reverse operations undid, newest first (the
+      failed migration's kept operations first).
+  returned: when an online migrate failed
+  type: list
+  elements: str
+  sample: ["shop.0008_add_note (1 of 2 operations)", "shop.0007_add_table"]
+rows_written_meanwhile:
+  description: With O(online), after a proven undo - rows the application added to each table during the run (kept).
+  returned: when an online migrate failed and its undo was proven
+  type: dict
+  sample: {"shop_order": 42}
 restored:
   description: Whether the backup was restored (only ever true in a failed result).
   returned: always
@@ -538,7 +576,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(PROJECT_ARGUMENT_SPEC, downtime=DOWNTIME_OPTION,
                            **GUARD_ARGUMENT_SPEC),
-        mutually_exclusive=PROJECT_MUTUALLY_EXCLUSIVE + [("fake", "fake_initial")],
+        mutually_exclusive=PROJECT_MUTUALLY_EXCLUSIVE + [("fake", "fake_initial"), ("online", "downtime")],
         required_by={"migration": "app"},
         required_if=[("backup", True, ["backup_dir"])],
         supports_check_mode=True,

@@ -1,0 +1,220 @@
+"""Online migrations (issue 18, items 1-2) on real PostgreSQL and MariaDB: a guarded migrate with
+``online: true`` runs while another session keeps inserting rows; when it fails, Django's reverse
+operations undo it - on MariaDB including the operations the failed migration had already run,
+on PostgreSQL its transaction rolled back - and every row written meanwhile is still there
+(counted by the writer itself), with the schema and django_migrations as before the run. A plan
+the running code would trip over is refused before anything is touched."""
+import os
+import threading
+import time
+
+import pytest
+
+import demo
+from ansible_run import run_module
+from test_risks import columns, fill_books
+
+ENGINES = ["postgres_database", "mysql_database"]
+
+MODELS = """
+
+class Shelf(models.Model):
+    label = models.CharField(max_length=40)
+
+
+class Clash(models.Model):
+    name = models.CharField(max_length=40)
+
+    class Meta:
+        db_table = "online_clash"
+"""
+
+# 1: a new table (safe, reversible). 2: a nullable column, then a table that cannot be created
+# (a table of that name exists already): both safe for the running code; the second fails.
+NEW_TABLE = """migrations.CreateModel('Shelf', [
+            ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+            ('label', models.CharField(max_length=40)),
+        ]),"""
+COLUMN_THEN_CLASH = """migrations.AddField('book', 'online_note', models.TextField(null=True)),
+        migrations.CreateModel('Clash', [
+            ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+            ('name', models.CharField(max_length=40)),
+        ], options={'db_table': 'online_clash'}),"""
+
+
+def connect(database):
+    if database.engine == "postgresql":
+        import psycopg
+        return psycopg.connect(host=database.host, port=database.port, user=database.user,
+                               dbname=database.name, password=database.password or None, autocommit=True)
+    import pymysql
+    return pymysql.connect(host=database.host, port=int(database.port), user=database.user,
+                           password=database.password or "", database=database.name, autocommit=True)
+
+
+def execute(database, sql):
+    connection = connect(database)
+    try:
+        cursor = connection.cursor()
+        cursor.execute(sql)
+        return cursor.fetchall() if cursor.description else None
+    finally:
+        connection.close()
+
+
+class Writer(threading.Thread):
+    """The application, writing while the migrate runs: one INSERT into books_book every 20 ms
+    (autocommit), each counted once it committed."""
+
+    def __init__(self, database):
+        threading.Thread.__init__(self, daemon=True)
+        self.database, self.written, self.error = database, 0, None
+        self.done = threading.Event()
+
+    def run(self):
+        try:
+            connection = connect(self.database)
+            try:
+                cursor = connection.cursor()
+                while not self.done.is_set():
+                    cursor.execute("INSERT INTO books_book (title, isbn, cover, slug, pages) "
+                                   "VALUES ('written online', '', '', '', 1)")
+                    self.written += 1
+                    time.sleep(0.02)
+            finally:
+                connection.close()
+        except Exception as error:  # reported by the test
+            self.error = error
+
+    def stop(self):
+        self.done.set()
+        self.join(60)
+        assert self.error is None, self.error
+        return self.written
+
+
+def prepared(database, tmp_path, migrations, model_source="", field=None):
+    project = demo.copy_demo(tmp_path)
+    demo.manage(project, database, "migrate")
+    fill_books(project, database)
+    if field:
+        demo._add_model_field(project, field)
+    if model_source:
+        with open(os.path.join(project, "books", "models.py"), "a") as handle:
+            handle.write(model_source)
+    names = []
+    for operations in migrations:
+        names.append(demo._write_migration(project, "%s_online" % demo.next_number(project),
+                                           demo.leaf_migration(project), operations))
+    return project, ["books." + name for name in names]
+
+
+def migrate(project, database, tmp_path, check_mode=False, online=True, **options):
+    return run_module("django_migrate_guarded", demo.module_args(
+        project, database, backup_dir=str(tmp_path / "backups"), online=online, **options),
+        check=check_mode)
+
+
+def tables(database):
+    if database.engine == "postgresql":
+        sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    else:
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()"
+    return sorted(row[0] for row in execute(database, sql))
+
+
+@pytest.mark.parametrize("fixture", ENGINES)
+def test_a_failed_online_migrate_is_undone_and_keeps_every_row_written_meanwhile(fixture, request, tmp_path):
+    database = request.getfixturevalue(fixture)
+    project, (new_table, failing) = prepared(
+        database, tmp_path, [NEW_TABLE, COLUMN_THEN_CLASH], MODELS,
+        field="online_note = models.TextField(null=True)")
+    # The table the second migration's CreateModel trips over, made outside Django.
+    execute(database, "CREATE TABLE online_clash (id integer PRIMARY KEY)")
+    cols_before, applied_before, rows_before = columns(database)
+    tables_before = tables(database)
+
+    plan = migrate(project, database, tmp_path, check_mode=True)
+    assert not plan.get("failed"), plan.get("msg")
+    assert plan["online_blockers"] == [], plan["online_blockers"]
+
+    writer = Writer(database)
+    writer.start()
+    try:
+        time.sleep(0.3)
+        result = migrate(project, database, tmp_path)
+        time.sleep(0.3)
+    finally:
+        written = writer.stop()
+
+    assert result.get("failed"), result
+    message = result["msg"]
+    assert "migration %s failed" % failing in message, message
+    assert "undone by Django's reverse operations" in message and "proven" in message, message
+    assert result["restored"] is False and result["database_as_before"] is True and result["online"] is True
+    undone = result["undone"]
+    if database.engine == "mysql":
+        # No transactional DDL: the failed migration's AddField stayed, and was reversed first.
+        assert undone == ["%s (1 of 2 operations)" % failing, new_table], undone
+    else:  # its transaction rolled back: only the completed migration is reversed
+        assert undone == [new_table], undone
+    # Independently: schema and migrations as before, and every row is there - the ones before
+    # the run and each one the writer committed during it.
+    cols_after, applied_after, rows_after = columns(database)
+    assert cols_after == cols_before and "online_note" not in cols_after
+    assert applied_after == applied_before
+    assert tables(database) == tables_before and "books_shelf" not in tables_before
+    assert written > 10, "the writer wrote only %d rows" % written
+    assert rows_after == rows_before + written, (rows_before, written, rows_after)
+    assert result["rows_written_meanwhile"]["books_book"] > 0
+    assert os.path.exists(result["backup"]["path"])  # kept, not used
+
+
+@pytest.mark.parametrize("fixture", ENGINES)
+def test_an_online_migrate_runs_beside_the_writes(fixture, request, tmp_path):
+    database = request.getfixturevalue(fixture)
+    project, (new_table,) = prepared(database, tmp_path, [NEW_TABLE], MODELS.split("\n\nclass Clash")[0] + "\n")
+    rows_before = columns(database)[2]
+    writer = Writer(database)
+    writer.start()
+    try:
+        time.sleep(0.3)
+        result = migrate(project, database, tmp_path)
+        time.sleep(0.3)
+    finally:
+        written = writer.stop()
+    assert not result.get("failed"), result.get("msg")
+    assert [step["migration"] for step in result["applied"]] == [new_table]
+    assert "books_shelf" in tables(database)
+    assert columns(database)[2] == rows_before + written and written > 10
+
+    again = migrate(project, database, tmp_path)
+    assert not again.get("failed") and again["changed"] is False, again
+
+
+@pytest.mark.parametrize("fixture", ENGINES)
+def test_online_refuses_what_the_running_code_would_trip_over(fixture, request, tmp_path):
+    database = request.getfixturevalue(fixture)
+    project = demo.copy_demo(tmp_path)
+    demo.manage(project, database, "migrate")
+    # Drop a column the running code still selects: incompatible.
+    models_py = os.path.join(project, "books", "models.py")
+    with open(models_py) as handle:
+        source = handle.read()
+    with open(models_py, "w") as handle:
+        handle.write(source.replace('    slug = models.SlugField(max_length=200, blank=True, default="")\n', ""))
+    name = demo._write_migration(project, "%s_drop_slug" % demo.next_number(project),
+                                 demo.leaf_migration(project), "migrations.RemoveField('book', 'slug'),")
+    before = columns(database)
+
+    plan = migrate(project, database, tmp_path, check_mode=True, online=False)
+    assert any(item.startswith("books.%s Remove field slug" % name) for item in plan["online_blockers"]), (
+        plan.get("msg"), plan["online_blockers"])
+
+    result = migrate(project, database, tmp_path, allow_data_loss=True)
+    assert result.get("failed"), result
+    assert "online: true, but 1 operation(s) need the application stopped" in result["msg"], result["msg"]
+    assert "books.%s Remove field slug from book on books_book is data_loss" % name in result["msg"]
+    assert result["database_changed"] is False and result["backup"] is None
+    assert columns(database) == before
+    assert not (tmp_path / "backups").exists() or not os.listdir(str(tmp_path / "backups"))
