@@ -27,6 +27,8 @@ HOST_VARIABLES = {
     "down": "_django_migrate_down",
     "migrate": "_django_migrate_result",
     "up": "_django_migrate_up",
+    "rollout": "_django_migrate_rollout",
+    "rollout_back": "_django_migrate_rollout_back",
     "problems": "_django_migrate_verify_problems",
     "healthy_at": "_django_migrate_healthy_at",
     "failure": "_django_migrate_failure",

@@ -26,7 +26,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.errors import (
 )
 
 # The commands, in the order they may run. Each is an argv list; empty means "nothing to do".
-STEPS = ("stop", "code", "code_back", "start")
+STEPS = ("stop", "code", "code_back", "start", "reload")
 
 # The options that describe an application's service window: the argument spec of
 # django_service and the suboptions of django_migrate_guarded's ``downtime``.
@@ -36,6 +36,9 @@ SERVICE_OPTIONS = dict(
     start=dict(type="list", elements="str", default=[]),
     status=dict(type="list", elements="str", default=[]),
     code=dict(type="list", elements="str", default=[]),
+    # A graceful reload: the application serves the new code without going down (gunicorn's
+    # HUP, systemctl reload); the rolling restart of an online deploy uses it.
+    reload=dict(type="list", elements="str", default=[]),
     code_back=dict(type="list", elements="str", default=[]),
     code_after_migrate=dict(type="bool", default=False),
     environment=dict(type="dict", default={}),
@@ -120,6 +123,42 @@ class ServiceWindow:
         if self.report["steps"]:  # a command ran: the host changed even with nothing to migrate
             result["changed"] = True
         return result
+
+    # -- a rolling restart (an online deploy: the database is migrated already) -------------
+
+    def roll(self, back=False):
+        """Code switch, then the graceful reload - the application never goes down - or, without
+        a reload command, stop and start (down only for its own restart). On a failure the
+        previous code is put back and reloaded (or started) before the error is raised.
+        ``back``: the same with the previous code (a host whose rollout failed its health check)."""
+        code = "code_back" if back else "code"
+        if not self.commands["reload"]:
+            self.report["stopped_at"] = time.time()
+            try:
+                self._step("stop")
+            except ServiceError as error:
+                raise self.recover(error, code_changed=False)
+            try:
+                self._step(code)
+            except ServiceError as error:
+                raise self.recover(error, code_changed=not back)
+            return self.up()
+        try:
+            self._step(code)
+            self._step("reload")
+        except ServiceError as error:
+            notes = []
+            for step in ("code_back", "reload") if not back else ():
+                try:
+                    if self._step(step):
+                        notes.append("%s done" % step.replace("_", " "))
+                except ServiceError as step_error:
+                    notes.append("%s FAILED: %s" % (step.replace("_", " "), step_error.msg))
+            error.details["downtime"] = self.report
+            if notes:
+                error.msg += " Service: %s." % "; ".join(notes)
+            raise error
+        return self.report
 
     # -- the halves, also on their own (the other hosts of a fleet) -------------------------
 

@@ -25,13 +25,20 @@ def _window(result):
 
 def _unreachable(entry):
     return any(isinstance(entry.get(key), dict) and entry[key].get("unreachable")
-               for key in ("down", "migrate", "up"))
+               for key in ("down", "migrate", "up", "rollout", "rollout_back"))
+
+
+def _reloaded(window):
+    """The rollout of an online deploy reloaded this host gracefully (it never went down)."""
+    return any(step.get("step") == "reload" and step.get("rc") == 0 for step in window.get("steps") or [])
 
 
 def host_report(entry):
     """One host's line: what happened to its service, its code, its checks."""
     migrate = entry.get("migrate") or {}
-    windows = [_window(entry.get("down")), _window(migrate), _window(entry.get("up"))]
+    rollout = _window(entry.get("rollout"))
+    windows = [_window(entry.get("down")), _window(migrate), _window(entry.get("up")), rollout,
+               _window(entry.get("rollout_back"))]
     stopped = [w["stopped_at"] for w in windows if w.get("stopped_at")]
     started = [w["started_at"] for w in windows if w.get("started_at")]
     stopped_at = min(stopped) if stopped else None
@@ -39,7 +46,7 @@ def host_report(entry):
     if _unreachable(entry):
         service = "unreachable" + (" after it was stopped" if stopped_at else "")
     elif stopped_at is None:
-        service = "never stopped"
+        service = "reloaded, never stopped" if _reloaded(rollout) else "never stopped"
     elif started_at is None:
         service = "LEFT STOPPED"
     else:
@@ -56,6 +63,8 @@ def host_report(entry):
     line = {
         "host": entry["host"],
         "service": service,
+        "mode": preflight.get("mode"),
+        "code_switched": bool(code_done and not code_back),
         "revision_before": preflight.get("revision_before"),
         "revision_after": revision_after,
         "stopped_at": _iso(stopped_at),
@@ -91,7 +100,8 @@ def build_report(name, entries, finished, check_mode=False):
     elif check_mode:
         result = "check mode"
     else:
-        result = "succeeded" if stops else "nothing to do"
+        changed = stops or any(h["code_switched"] for h in hosts) or any(m["changed"] for m in migrations)
+        result = "succeeded" if changed else "nothing to do"
     if failures:
         message = "; ".join(failures)
     elif unreachable:
@@ -104,10 +114,13 @@ def build_report(name, entries, finished, check_mode=False):
     if stops:
         downtime = round(max(starts) - min(stops), 2) if len(starts) == len(stops) else "not started"
     wanted = [(e.get("preflight") or {}).get("revision_wanted") for e in entries]
+    mode, reasons = deploy_mode(entries)
     return {
         "report": name,
         "result": result,
         "message": message,
+        "mode": mode,
+        "mode_reasons": reasons,
         "finished": _iso(finished),
         "revision_wanted": next((w for w in wanted if w), None),
         "downtime_seconds": downtime,
@@ -115,6 +128,22 @@ def build_report(name, entries, finished, check_mode=False):
         "hosts": hosts,
         "migrations": migrations,
     }
+
+
+def deploy_mode(entries):
+    """(mode, reasons): "online" when every host deployed online, "stop" when every host used
+    the stop window, "online and stop" for a run over several databases that differ (None: no
+    preflight); the reasons are what required the stop window, once each."""
+    preflights = [e.get("preflight") for e in entries if isinstance(e.get("preflight"), dict)]
+    modes = sorted(set(p.get("mode") or "stop" for p in preflights))
+    reasons = []
+    for preflight in preflights:
+        for reason in preflight.get("mode_reasons") or []:
+            if reason not in reasons:
+                reasons.append(reason)
+    if not modes:
+        return None, reasons
+    return " and ".join(modes), reasons
 
 
 def migration_report(host, result):
@@ -178,6 +207,15 @@ def _cell(value):
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _mode_text(report):
+    mode = report.get("mode")
+    if mode == "online":
+        return "online: migrated while the application served, the code rolled out host by host"
+    if mode and report.get("mode_reasons"):
+        return "%s: the stop window was required by %s" % (mode, "; ".join(report["mode_reasons"]))
+    return mode
+
+
 def render_markdown(report):
     lines = ["# %s report: %s" % (report["report"].capitalize(), report["result"]), "",
              "| | |", "| --- | --- |"]
@@ -186,6 +224,7 @@ def render_markdown(report):
                          ("message", report["message"]),
                          ("finished", report["finished"]),
                          ("revision", report["revision_wanted"]),
+                         ("mode", _mode_text(report)),
                          ("downtime (first stop to last start)",
                           "%s s" % downtime if isinstance(downtime, (int, float)) else downtime)):
         lines.append("| %s | %s |" % (label, _cell(value)))

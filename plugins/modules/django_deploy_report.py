@@ -76,14 +76,25 @@ report:
       description: The failure, the problems or the migration's message.
       type: str
       returned: always
+    mode:
+      description:
+        - V(online) (migrated while the application served, the code rolled out host by host), V(stop) (the stop
+          window), V(online and stop) for a run over databases that differ, null without a preflight.
+      type: str
+      returned: always
+    mode_reasons:
+      description: What required the stop window - each operation that is not safe for the running code, or the setting.
+      type: list
+      elements: str
+      returned: always
     downtime_seconds:
       description: From the first stop to the last start, or V(not started) when a host was left down.
       type: raw
       returned: always
     hosts:
       description:
-        - One entry per host (service, revision_before, revision_after, stopped_at, started_at,
-          downtime_seconds, answered_after_seconds, migrated_here, problems).
+        - One entry per host (service, mode, code_switched, revision_before, revision_after, stopped_at,
+          started_at, downtime_seconds, answered_after_seconds, migrated_here, problems).
       type: list
       elements: dict
       returned: always

@@ -296,6 +296,11 @@ options:
         type: list
         elements: str
         default: []
+      reload:
+        description: Not used by this module (it stops and starts); accepted so that the same options serve M(dbsafe.django.django_service).
+        type: list
+        elements: str
+        default: []
       status:
         description: Not used by this module (the application is always started again); accepted so that the same options serve M(dbsafe.django.django_service).
         type: list

@@ -23,6 +23,12 @@ description:
     an application that is down.
   - O(state=restored) is for the hosts a failed deploy stopped - O(code_back), then the
     start command.
+  - O(state=reloaded) is the rolling restart of an online deploy (the database is migrated
+    already) - the code command, then O(reload), so the application serves the new code without
+    going down; without O(reload) it is stopped and started. When either fails the previous code
+    is put back (O(code_back)) and reloaded or started before the task fails.
+  - O(state=reverted) undoes O(state=reloaded) on a host that did not answer afterwards -
+    O(code_back), then O(reload) (or stop, code back, start).
   - The commands are argv lists run without a shell, with O(environment) as their process
     environment, so the project's secrets never appear on a command line.
 author:
@@ -32,9 +38,10 @@ options:
     description:
       - V(stopped) takes the application down (and switches its code); V(started) brings it
         up; V(restored) puts the previous code back (O(code_back)) and starts it, after a
-        failed deploy.
+        failed deploy; V(reloaded) switches the code and reloads the running application;
+        V(reverted) puts the previous code back on a host V(reloaded) switched, and reloads it.
     type: str
-    choices: [stopped, started, restored]
+    choices: [stopped, started, restored, reloaded, reverted]
     required: true
   services:
     description:
@@ -62,6 +69,14 @@ options:
     description:
       - Brings the code to the revision to run, after the stop (or, with
         O(code_after_migrate), before the start).
+    type: list
+    elements: str
+    default: []
+  reload:
+    description:
+      - Reloads the running application gracefully, so it serves the new code without going down
+        (for example C([systemctl, reload, shop.service]) or a command that sends gunicorn's master
+        C(HUP)). Used by O(state=reloaded) only.
     type: list
     elements: str
     default: []
@@ -126,6 +141,14 @@ EXAMPLES = r"""
   dbsafe.django.django_service:
     state: started
     services: [shop.service]
+
+- name: Roll the new code out on one host of an online deploy (the application stays up)
+  dbsafe.django.django_service:
+    state: reloaded
+    services: [shop.service]
+    reload: [systemctl, reload, shop.service]
+    code: [git, -C, /srv/shop, reset, --hard, --quiet, 1f3a9c2]
+    code_back: [git, -C, /srv/shop, reset, --hard, --quiet, 0b7e4d1]
 """
 
 RETURN = r"""
@@ -176,6 +199,9 @@ class ServiceTask:
         if self.state == "stopped":
             self.window.down()
             return dict(changed=bool(self.window.report["steps"]), window=self.window.report)
+        if self.state in ("reloaded", "reverted"):
+            self.window.roll(back=self.state == "reverted")
+            return dict(changed=bool(self.window.report["steps"]), window=self.window.report)
         result = {}
         code_step = self._code_step()
         if not code_step:  # nothing to change in the code: start only what is down
@@ -197,7 +223,10 @@ class ServiceTask:
         return step if step and self.window.commands[step] else None
 
     def _would_run(self):
-        if self.state == "stopped":
+        if self.state in ("reloaded", "reverted"):
+            code = "code" if self.state == "reloaded" else "code_back"
+            steps = (code, "reload") if self.window.commands["reload"] else ("stop", code, "start")
+        elif self.state == "stopped":
             steps = ("stop",) if self.window.code_after_migrate else ("stop", "code")
         else:
             steps = (self._code_step(), "start")
@@ -207,7 +236,8 @@ class ServiceTask:
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(state=dict(type="str", choices=["stopped", "started", "restored"], required=True),
+        argument_spec=dict(state=dict(type="str", choices=["stopped", "started", "restored", "reloaded", "reverted"],
+                                      required=True),
                            **SERVICE_OPTIONS),
         supports_check_mode=True,
     )

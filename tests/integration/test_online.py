@@ -12,6 +12,7 @@ import pytest
 
 import demo
 from ansible_run import run_module
+from test_playbooks import apps  # noqa: F401 - the fixture: app servers stopped after each test
 from test_risks import columns, fill_books
 
 ENGINES = ["postgres_database", "mysql_database"]
@@ -218,3 +219,132 @@ def test_online_refuses_what_the_running_code_would_trip_over(fixture, request, 
     assert result["database_changed"] is False and result["backup"] is None
     assert columns(database) == before
     assert not (tmp_path / "backups").exists() or not os.listdir(str(tmp_path / "backups"))
+
+
+# --- deploy.yml in online mode (local connection; the SSH fleet is tests/field) ---------------
+
+ONLINE_NOTE = "0006_online_note"
+
+
+def online_release_repo(tmp_path, failing=False):
+    """release-1 (tagged) and release-2: a nullable column and a new table - both safe for the
+    running code; with ``failing`` release-2's migration also creates a table that exists."""
+    from test_playbooks import commit
+    import subprocess
+
+    repo = demo.copy_demo(tmp_path / "src")
+    with open(os.path.join(repo, ".gitignore"), "w") as handle:
+        handle.write("__pycache__/\n*.pyc\ndb.sqlite3*\nmedia/uploads/\n")
+    subprocess.run(["git", "init", "--quiet", "--initial-branch=main", repo], check=True)
+    shas = {"release-1": commit(repo, "release-1", tag="release-1")}
+    demo._add_model_field(repo, "online_note = models.TextField(null=True)")
+    source = MODELS if failing else MODELS.split("\n\nclass Clash")[0] + "\n"
+    with open(os.path.join(repo, "books", "models.py"), "a") as handle:
+        handle.write(source)
+    operations = ("migrations.AddField('book', 'online_note', models.TextField(null=True)),\n        "
+                  + NEW_TABLE + ("\n        " + COLUMN_THEN_CLASH.split("),\n", 1)[1] if failing else ""))
+    demo._write_migration(repo, ONLINE_NOTE, demo.leaf_migration(repo), operations)
+    shas["release-2"] = commit(repo, "release-2", tag="release-2")
+    return repo, shas
+
+
+def online_fleet(db, tmp_path, apps, failing=False, **extra):
+    from test_playbooks import App, inventory
+
+    repo, shas = online_release_repo(tmp_path, failing)
+    fleet = [App("app%d" % n, tmp_path, db, repo) for n in (1, 2, 3)]
+    apps.extend(fleet)
+    fleet[0].running("release-1")
+    for app in fleet[1:]:
+        app.running("release-1", migrate=False, data=False)
+    hosts = dict((app.name, app.hostvars(**extra.get(app.name, {}))) for app in fleet)
+    return fleet, shas, inventory(tmp_path, {"django": hosts})
+
+
+def windows(report):
+    return sorted((epoch(h["stopped_at"]), epoch(h["started_at"]), h["host"])
+                  for h in report["hosts"] if h["stopped_at"])
+
+
+def epoch(stamp):
+    import calendar
+    return calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def test_deploy_of_a_compatible_release_runs_online_and_rolls_hosts_one_at_a_time(postgres_database, tmp_path, apps):
+    from test_playbooks import playbook, recap, reports
+
+    db = postgres_database
+    fleet, shas, inv = online_fleet(db, tmp_path, apps)
+    rc, output = playbook("deploy", inv, tmp_path)
+
+    assert rc == 0, output[-5000:]
+    assert "mode: online" in output
+    [report] = reports(fleet[0])
+    assert report["result"] == "succeeded" and report["mode"] == "online" and report["mode_reasons"] == []
+    assert [s["migration"] for s in report["migrations"][0]["applied"]] == ["books." + ONLINE_NOTE]
+    assert [h["migrated_here"] for h in report["hosts"]] == [True, False, False]
+    # The migration ran while every host served (no host was stopped before it), then each host
+    # was restarted on its own: no two hosts down at the same time.
+    migrated = report["migrations"][0]
+    assert migrated["service_window"] is None or migrated["service_window"] == []
+    spans = windows(report)
+    assert [host for _a, _b, host in spans] == ["app1", "app2", "app3"], spans
+    for (_a, end, _h), (start, _b, _g) in zip(spans, spans[1:]):
+        assert end <= start + 1, spans  # second resolution in the report
+    for app in fleet:
+        assert app.get("/health/") == (200, "ok")
+        assert app.head_revision() == shas["release-2"]
+    assert "online_note" in columns(db)[0]
+    assert all(counts["failed"] == 0 for counts in recap(output).values())
+
+    # Nothing left to do: nothing is stopped or reloaded.
+    rc, output = playbook("deploy", inv, tmp_path)
+    assert rc == 0, output[-3000:]
+    assert all(counts["changed"] == 0 for counts in recap(output).values()), recap(output)
+
+
+def test_an_online_deploy_whose_migration_fails_stops_nothing_and_keeps_the_old_code(mysql_database, tmp_path, apps):
+    from test_playbooks import playbook, reports
+
+    db = mysql_database
+    fleet, shas, inv = online_fleet(db, tmp_path, apps, failing=True)
+    execute(db, "CREATE TABLE online_clash (id integer PRIMARY KEY)")
+    before = columns(db)
+    rc, output = playbook("deploy", inv, tmp_path)
+
+    assert rc != 0, output[-3000:]
+    [report] = reports(fleet[0])
+    assert report["result"] == "failed" and report["mode"] == "online"
+    assert "undone by Django's reverse operations" in report["message"], report["message"]
+    assert all(h["service"] == "never stopped" for h in report["hosts"]), report["hosts"]
+    assert columns(db) == before
+    for app in fleet:
+        assert app.get("/health/") == (200, "ok")
+        assert app.head_revision() == shas["release-1"]
+
+
+def test_a_host_failing_its_health_check_stops_the_rollout(postgres_database, tmp_path, apps):
+    from test_playbooks import playbook, reports
+
+    db = postgres_database
+    # app2 answers on another port than the one its health check asks: it "fails" after its restart.
+    fleet, shas, inv = online_fleet(db, tmp_path, apps, app2={
+        "django_migrate_health_url": "http://127.0.0.1:1/health/", "django_migrate_health_retries": 1,
+        "django_migrate_health_delay": 1, "django_migrate_health_timeout": 2})
+    rc, output = playbook("deploy", inv, tmp_path)
+
+    assert rc != 0, output[-3000:]
+    [report] = reports(fleet[0])
+    assert report["mode"] == "online"
+    assert "rollout stopped at app2" in report["message"], report["message"]
+    assert "previous code was put back" in report["message"], report["message"]
+    revisions = [app.head_revision() for app in fleet]
+    assert revisions == [shas["release-2"], shas["release-1"], shas["release-1"]], revisions
+    from test_playbooks import wait_for
+    for app in fleet:
+        wait_for(app.url("/health/"))
+        assert app.get("/health/") == (200, "ok")  # every host serves, old or new code
+    hosts = dict((h["host"], h) for h in report["hosts"])
+    assert [hosts[name]["revision_after"] for name in ("app1", "app2", "app3")] == revisions
+    assert "online_note" in columns(db)[0]  # the database stays migrated: the old code works on it

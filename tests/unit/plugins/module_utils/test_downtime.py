@@ -242,3 +242,33 @@ def test_the_commands_get_the_environment_in_their_process_not_their_argv(tmp_pa
 
     assert out.read_text().strip() == "pw-123"
     assert "pw-123" not in " ".join(command)
+
+
+def rolling_window(log, with_reload=True, **rcs):
+    steps = ("stop", "code", "code_back", "start") + (("reload",) if with_reload else ())
+    commands = dict((step, log.command(step, rcs.get(step, 0))) for step in steps)
+    return ServiceWindow(Runner(run_command), commands, {})
+
+
+def test_a_rollout_switches_the_code_and_reloads_without_stopping(tmp_path):
+    log = Log(tmp_path)
+    report = rolling_window(log).roll()
+    assert log.lines() == ["code", "reload"]
+    assert report["stopped_at"] is None
+
+
+def test_a_rollout_without_reload_stops_and_starts_and_back_puts_the_previous_code(tmp_path):
+    log = Log(tmp_path)
+    report = rolling_window(log, with_reload=False).roll()
+    assert log.lines() == ["stop", "code", "start"]
+    assert report["stopped_at"] and report["started_at"]
+    rolling_window(log, with_reload=False).roll(back=True)
+    assert log.lines()[3:] == ["stop", "code_back", "start"]
+
+
+def test_a_reload_that_fails_puts_the_previous_code_back_and_reloads_it(tmp_path):
+    log = Log(tmp_path)
+    with pytest.raises(ServiceError) as failed:
+        rolling_window(log, reload=1).roll()
+    assert log.lines() == ["code", "reload", "code_back", "reload"]
+    assert "the reload command" in failed.value.msg and "code back done" in failed.value.msg

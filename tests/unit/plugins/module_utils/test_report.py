@@ -120,3 +120,48 @@ def test_lock_waits_and_the_lock_holder_are_in_the_report():
     text = render_markdown(build_report("deploy", [
         {"host": "app1", "preflight": PREFLIGHT, "migrate": failed}], finished=105.0))
     assert "Gave up waiting for a lock held by: pid 4242 (user shop, application report" in text
+
+
+ONLINE = dict(PREFLIGHT, mode="online", mode_reasons=[])
+MIGRATED_ONLINE = dict(MIGRATED, downtime=None)
+
+
+def test_an_online_deploy_reports_hosts_reloaded_never_stopped_and_the_mode():
+    entries = [
+        {"host": "app1", "preflight": ONLINE, "migrate": MIGRATED_ONLINE,
+         "rollout": {"window": window(steps=[ok("code"), ok("reload")])}},
+        {"host": "app2", "preflight": ONLINE,
+         "rollout": {"window": window(steps=[ok("code"), ok("reload")])}},
+    ]
+    report = build_report("deploy", entries, finished=105.0)
+
+    assert report["result"] == "succeeded" and report["mode"] == "online" and report["mode_reasons"] == []
+    assert report["downtime_seconds"] is None
+    assert [h["service"] for h in report["hosts"]] == ["reloaded, never stopped"] * 2
+    assert [h["revision_after"] for h in report["hosts"]] == ["bbb", "bbb"]
+    assert "| mode | online: migrated while the application served" in render_markdown(report)
+
+
+def test_a_rollout_put_back_reports_the_previous_revision_and_a_stop_window_names_its_reasons():
+    stop = dict(PREFLIGHT, mode="stop", mode_reasons=["books.0007 Remove field x from book on books_book is data_loss"])
+    entries = [
+        {"host": "app1", "preflight": ONLINE,
+         "rollout": {"window": window(steps=[ok("code"), ok("reload")])},
+         "rollout_back": {"window": window(steps=[ok("code_back"), ok("reload")])}},
+        {"host": "app2", "preflight": stop, "migrate": MIGRATED},
+    ]
+    report = build_report("deploy", entries, finished=105.0)
+
+    assert report["hosts"][0]["revision_after"] == "aaa"  # put back
+    assert report["mode"] == "online and stop"
+    assert report["mode_reasons"] == stop["mode_reasons"]
+    assert "the stop window was required by books.0007 Remove field x" in render_markdown(report)
+
+
+def test_a_deploy_that_only_rolled_code_out_succeeded():
+    entries = [{"host": "app1", "preflight": ONLINE,
+                "rollout": {"window": window(10.0, 11.0, [ok("stop"), ok("code"), ok("start")])}}]
+    report = build_report("deploy", entries, finished=12.0)
+    assert report["result"] == "succeeded"
+    assert report["hosts"][0]["service"] == "stopped, started again"
+    assert report["hosts"][0]["downtime_seconds"] == 1.0
