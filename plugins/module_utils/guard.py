@@ -229,7 +229,8 @@ class GuardedMigrate:
         self.restorer = None  # the engine restores run through (see _restorer)
         self._edited_allowed = False  # allow_edited's warning was given
         self.result = {"changed": False, "restored": False, "backup": None, "lock": None,
-                       "applied": [], "fake": bool(options.fake or options.fake_initial)}
+                       "applied": [], "fake": bool(options.fake or options.fake_initial),
+                       "online": bool(options.online)}
 
     def run(self):
         # ONE launch of the project's interpreter for the whole run: facts now, migrate (and

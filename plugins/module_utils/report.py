@@ -171,6 +171,10 @@ def migration_report(host, result):
         # who held the lock when the tries were used up.
         "lock_waits": result.get("lock_waits") or [],
         "lock_holders": result.get("lock_holders"),
+        # Migrated while the application served (online.py): a failure was undone, not restored.
+        "online": bool(result.get("online")),
+        "undone": result.get("undone") or [],
+        "rows_written_meanwhile": result.get("rows_written_meanwhile") or {},
     }
 
 
@@ -248,7 +252,8 @@ def render_markdown(report):
         else:
             lines.append("No migration was applied.")
         if m.get("row_changes"):
-            lines += ["", "Rows changed by the migrate:", "",
+            lines += ["", "Rows changed during the migrate (the application kept writing: its rows are in these "
+                      "counts):" if m.get("online") else "Rows changed by the migrate:", "",
                       "| table | rows before | rows after | change |",
                       "| --- | --- | --- | --- |"]
             for change in m["row_changes"]:
@@ -259,6 +264,11 @@ def render_markdown(report):
         if m.get("risks"):
             lines += ["", "Risky operations (plan risk: **%s**):" % m.get("risk"), ""]
             lines += [risk_line(item).replace("\n", " ") for item in m["risks"]]
+        if m.get("undone"):
+            lines += ["", "Undone by Django's reverse operations (online, the application kept running): %s%s." % (
+                ", ".join(m["undone"]), "; rows the application wrote meanwhile, kept: %s" % ", ".join(
+                    "%s +%s" % item for item in sorted(m["rows_written_meanwhile"].items()))
+                if m.get("rows_written_meanwhile") else "")]
         backup = m["backup"]
         lines.append("")
         if backup:

@@ -523,6 +523,10 @@ fake:
   description: Whether migrations were faked.
   returned: always
   type: bool
+online:
+  description: Whether the migrate ran with O(online) (beside the running application).
+  returned: always
+  type: bool
 duration:
   description: Seconds the whole run took.
   returned: always

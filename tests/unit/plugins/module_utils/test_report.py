@@ -165,3 +165,18 @@ def test_a_deploy_that_only_rolled_code_out_succeeded():
     assert report["result"] == "succeeded"
     assert report["hosts"][0]["service"] == "stopped, started again"
     assert report["hosts"][0]["downtime_seconds"] == 1.0
+
+
+def test_a_failed_online_migrate_reports_what_was_undone_and_the_rows_kept():
+    failed = {"failed": True, "changed": True, "online": True, "restored": False,
+              "msg": "migration books.0007_x failed: ... undone by Django's reverse operations",
+              "plan": ["books.0006_a", "books.0007_x"], "undone": ["books.0007_x (1 of 2 operations)", "books.0006_a"],
+              "rows_written_meanwhile": {"books_book": 42}, "backup": {"path": "/b/x", "sha256": "f" * 64, "size": 1}}
+    report = build_report("deploy", [{"host": "app1", "preflight": ONLINE, "migrate": failed,
+                                      "failure": failed["msg"]}], finished=1.0)
+    assert report["result"] == "failed" and report["hosts"][0]["service"] == "never stopped"
+    assert report["migrations"][0]["online"] and report["migrations"][0]["undone"] == failed["undone"]
+    text = render_markdown(report)
+    assert ("Undone by Django's reverse operations (online, the application kept running): "
+            "books.0007_x (1 of 2 operations), books.0006_a; rows the application wrote meanwhile, kept: "
+            "books_book +42.") in text
