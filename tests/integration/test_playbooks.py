@@ -30,6 +30,12 @@ from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import dif
 PYTHON = demo.default_python()
 START_STOP_DAEMON = "/sbin/start-stop-daemon"
 STOP_PIDFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "stop_pidfile.sh")
+RELOAD_PIDFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reload_pidfile.sh")
+# The app servers a host can run: Django's runserver (the default), or gunicorn (`python -m
+# gunicorn demo.wsgi`, not preload_app: a HUP to the master makes new workers that import the
+# code on disk - the graceful reload of an online deploy's rollout, issue 18).
+SERVERS = ("runserver", "gunicorn")
+GUNICORN_WORKERS = 2
 GIT_IDENTITY = ["-c", "user.name=dbsafe tests", "-c", "user.email=tests@example.invalid"]
 SUBTITLE = "0006_book_subtitle"
 SUBTITLE_MIGRATION = '''from django.db import migrations, models
@@ -109,8 +115,12 @@ def free_port():
 class App:
     """One app host: a checkout, a media directory, backups and an app server."""
 
-    def __init__(self, name, tmp_path, db, repo, version="main", port=None):
+    def __init__(self, name, tmp_path, db, repo, version="main", port=None, server="runserver"):
+        if server not in SERVERS:
+            raise ValueError("server must be one of %s, not %r" % (SERVERS, server))
         self.name = name
+        self.server = server
+        self.reload_script = RELOAD_PIDFILE
         self.home = str(tmp_path / name)
         os.makedirs(self.home)
         self.db = db
@@ -128,13 +138,32 @@ class App:
         return env
 
     def start_command(self):
+        return self.daemon_command(PYTHON)
+
+    def daemon_command(self, python):
+        """start-stop-daemon runs the app server (:meth:`server_argv`) on ``python`` in the
+        background, in the project's directory: its pid - gunicorn's master's - in the pid file
+        before the command returns, its output in app.log."""
         return [START_STOP_DAEMON, "--start", "--background", "--make-pidfile", "--pidfile",
                 self.pidfile, "--chdir", self.project, "--output",
-                os.path.join(self.home, "app.log"), "--exec", PYTHON, "--", "manage.py",
-                "runserver", "127.0.0.1:%d" % self.port, "--noreload"]
+                os.path.join(self.home, "app.log"), "--exec", python, "--"] + self.server_argv()
+
+    def server_argv(self):
+        if self.server == "gunicorn":
+            return ["-m", "gunicorn", "--bind", "127.0.0.1:%d" % self.port, "--workers", str(GUNICORN_WORKERS),
+                    "--chdir", self.project, "demo.wsgi"]
+        return ["manage.py", "runserver", "127.0.0.1:%d" % self.port, "--noreload"]
 
     def stop_command(self):
         return ["/bin/sh", STOP_PIDFILE, self.pidfile]
+
+    def reload_command(self):
+        """The graceful reload: HUP to gunicorn's master, sent by reload_pidfile.sh (the
+        environment, secrets included, comes from the role, never on this command line);
+        runserver has none ([])."""
+        if self.server == "gunicorn":
+            return ["/bin/sh", self.reload_script, self.pidfile]
+        return []
 
     def hostvars(self, **extra):
         host = {
@@ -155,6 +184,8 @@ class App:
             "django_migrate_status_command": [START_STOP_DAEMON, "--status", "--pidfile", self.pidfile],
             "django_migrate_reset_fixtures": ["demo"],
         }
+        if self.reload_command():
+            host["django_migrate_reload_command"] = self.reload_command()
         host.update(extra)
         return host
 
@@ -204,6 +235,66 @@ class App:
 
     def head_revision(self):
         return git(self.project, "rev-parse", "HEAD")
+
+    def pid(self):
+        """The app server's pid (gunicorn's master) from the pid file, or None."""
+        try:
+            with open(self.pidfile) as handle:
+                return int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def serving(self):
+        """Which server runs (``gunicorn``, ``runserver``), by its command line; None when none."""
+        argv = process_argv(self.pid())
+        if "-m" in argv and "gunicorn" in argv:
+            return "gunicorn"
+        if "runserver" in argv:
+            return "runserver"
+        return None
+
+    def workers(self):
+        """The pids of gunicorn's workers (the master's children), sorted."""
+        return children(self.pid()) if self.pid() else []
+
+    def serve_with(self, server):
+        """Serve with ``server`` from now on; restarted with it when it is not what runs."""
+        if server not in SERVERS:
+            raise ValueError("server must be one of %s, not %r" % (SERVERS, server))
+        self.server = server
+        if self.serving() != server:
+            self.stop()
+            self.start()
+        return self
+
+
+def process_argv(pid):
+    """The command line of process ``pid`` as a list of str ([] when it is gone or a zombie)."""
+    if not pid:
+        return []
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            return [part.decode("utf-8", "replace") for part in handle.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def children(pid):
+    """The pids whose parent is ``pid`` (from /proc/*/stat), sorted."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after its end
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return sorted(found)
 
 
 def wait_for(url, seconds=30):
