@@ -344,7 +344,7 @@ class GuardedMigrate:
                 interruptions.check("stopped before migrating: nothing was migrated, the "
                                     "database is as before%s" % (
                                         " (the backup %s is kept)" % backup["path"] if backup else ""))
-                track.migrating(snapshot, backup, state.plan_names(plan))
+                track.migrating(snapshot, backup, state.plan_names(plan), online=self.options.online)
                 self._migrate_and_verify(engine, before, plan, snapshot, backup)
                 if interruptions.causes:
                     # Done and verified: failing now would send a service window back to the
@@ -741,7 +741,7 @@ class _no_tracking:
     def __exit__(self, *exc_info):
         return False
 
-    def migrating(self, snapshot, backup, plan=None):
+    def migrating(self, snapshot, backup, plan=None, online=False):
         pass
 
 

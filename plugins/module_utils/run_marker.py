@@ -135,6 +135,17 @@ def takeover_decision(record, alive):
             "lock left by %s (process gone), taken over: it died while taking its backup, "
             "before migrating; nothing was migrated" % who)
     backup = record.get("backup") or {}
+    if phase == "migrating" and record.get("online"):
+        # The application served (and wrote) during that run and still does: restoring under it
+        # would lose its writes. Only "nothing remained" goes on (take_over checks that first).
+        return "online", (
+            "refused: the online run %s died while migrating, with the application serving; what "
+            "it applied is still in the database and its backup %s is NOT restored automatically "
+            "(the application's writes since would be lost). Nothing was changed. Either finish "
+            "forward - check the state (django_showmigrations, django_schema_drift), remove the "
+            "marker %s and deploy again - or stop the application and restore that backup "
+            "(dbsafe.django.db_backup state=restore src=%s)"
+            % (who, backup.get("path") or "(none)", record.get("path"), backup.get("path") or "-"))
     if phase == "migrating" and backup.get("path") and record.get("snapshot"):
         return "restore", (
             "lock left by %s (process gone), taken over: it died while migrating; its backup "
@@ -144,6 +155,22 @@ def takeover_decision(record, alive):
         "refused: the run %s died in phase %r and left %s without a backup to go back to; the "
         "database may be half-migrated. Check it (django_showmigrations, django_schema_drift), "
         "then remove that file" % (who, phase, record.get("path")))
+
+
+def _online_run_left(marker, record, engine, message, warn):
+    """A dead online run: go on only when nothing of it remained, else refuse (never restore
+    under the serving application)."""
+    try:
+        changed = unexplained_changes(record, engine.snapshot())[0] if record.get("snapshot") else True
+    except DbsafeError:
+        changed = True
+    if changed:
+        raise PreflightRefused(message, marker=record["path"], database_changed=False, online=True)
+    marker.clear()
+    message = ("lock left by %s (process gone), taken over: the online run died while migrating; "
+               "nothing of it remained" % describe(record.get("holder")))
+    warn(message)
+    return message
 
 
 class RunMarker:
@@ -199,11 +226,12 @@ class RunMarker:
             raise
         self.clear()
 
-    def migrating(self, snapshot, backup, plan=None):
-        """Migrate starts: ``snapshot`` is the database before it, ``backup`` its backup."""
+    def migrating(self, snapshot, backup, plan=None, online=False):
+        """Migrate starts: ``snapshot`` is the database before it, ``backup`` its backup;
+        ``online``: the application serves meanwhile (a dead run is never restored over it)."""
         self.write(phase="migrating", holder=self._holder, workers=self._workers, snapshot=snapshot,
                    backup=backup and {"path": backup["path"], "sha256": backup["sha256"]},
-                   plan=list(plan or []))
+                   plan=list(plan or []), online=bool(online))
 
 
 def unexplained_changes(record, current):
@@ -260,6 +288,8 @@ def take_over(marker, holder, engine, store, warn, wait=0, working=None, restore
     action, message = takeover_decision(record, wait_until_stopped(record, wait, warn, working))
     if action == "refuse":
         raise PreflightRefused(message, marker=record["path"], database_changed=False)
+    if action == "online":
+        return _online_run_left(marker, record, engine, message, warn)
     if action == "restore":
         path = record["backup"]["path"]
         try:

@@ -212,3 +212,26 @@ def test_restore_and_prove_restores_then_compares_with_the_snapshot_before():
     assert steps == ["restore", "snapshot_after_restore"]
     with pytest.raises(RestoreFailed):
         restore_and_prove(_Store(RestoreFailed("no")), "/b/x", _Engine(before), before)
+
+
+def test_a_dead_online_run_is_never_restored_under_the_serving_application(tmp_path):
+    marker = RunMarker(str(tmp_path), "x")
+    marker.write(**dict(ELSEWHERE, online=True))
+    restored = []
+    store = type("Store", (), {"restore": lambda self, path, engine: restored.append(path)})
+    # What its own plan explains (a column it added, its migration row) - a restore otherwise.
+    left = _snapshot(["id", "slow"], 3, "h2", [["books", "0001_initial"], ["books", "0002_slow"]])
+    with pytest.raises(PreflightRefused) as raised:
+        take_over(marker, {}, _Engine(left), lambda directory: store(), lambda message: None)
+    message = raised.value.msg
+    assert "online run" in message and "NOT restored automatically" in message and "/b/x.gz" in message
+    assert restored == [] and marker.read() is not None and raised.value.details["online"] is True
+
+
+def test_a_dead_online_run_that_left_nothing_is_taken_over(tmp_path):
+    marker = RunMarker(str(tmp_path), "x")
+    marker.write(**dict(ELSEWHERE, online=True))
+    warnings = []
+    take_over(marker, {}, _Engine(BEFORE), lambda directory: None, warnings.append)
+    assert "the online run died while migrating; nothing of it remained" in warnings[0]
+    assert marker.read() is None
