@@ -14,8 +14,9 @@ What it brings up (tests/field/conftest.py makes it once per session):
   postgres OS user, scram-sha-256 for every TCP connection) and a MariaDB user of the local server;
 - per engine a fleet: app1, app2, app3 (and dev, a developer's host), all ``ansible_host=127.0.0.1``
   on that sshd, each with its own checkout of a release repository and its own app server
-  (manage.py runserver, stopped and started by the role's stop/start commands); app1..3 share ONE
-  database, dev has its own.
+  (manage.py runserver, stopped and started by the role's stop/start commands; or, for a test that
+  asks for it with ``serve_with("gunicorn")``, gunicorn, which the role's reload command reloads
+  gracefully by HUP); app1..3 share ONE database, dev has its own.
 
 Every playbook run goes through :meth:`Fleet.playbook`: ``ansible-playbook -vvv`` while an argv
 sampler reads /proc/*/cmdline every few ms; the output, the sudo log and the reports are then
@@ -56,10 +57,11 @@ SYSTEM_PYTHON = os.environ.get("DBSAFE_FIELD_PYTHON", "/usr/bin/python3")
 RESULTS = os.environ.get("DBSAFE_FIELD_RESULTS", os.path.join(ROOT, "build", "reliability", "field.json"))
 LOGS = os.environ.get("DBSAFE_FIELD_LOGS", os.path.join(ROOT, "build", "field", "logs"))
 STOP_PIDFILE = os.path.join(ROOT, "tests", "integration", "stop_pidfile.sh")
-# The packages the hosts' Python needs (the demo project and the database drivers), pinned as in
-# the project's own lock file.
+RELOAD_PIDFILE = os.path.join(ROOT, "tests", "integration", "reload_pidfile.sh")
+# The packages the hosts' Python needs (the demo project, the database drivers, gunicorn and its
+# one dependency), pinned as in the project's own lock file.
 APP_PACKAGES = ("Django", "asgiref", "sqlparse", "psycopg", "psycopg-binary", "PyMySQL",
-                "typing_extensions")
+                "typing_extensions", "gunicorn", "packaging")
 MASK = "<SECRET>"
 INTERVAL = 0.010  # a pass over every /proc/*/cmdline starts every 10 ms (or at once after a slow one)
 
@@ -486,6 +488,14 @@ class PlaybookRun:
         self.rc = rc
         self.output = output
         self.entry = entry
+        self.recorded = None
+
+    def note(self, **figures):
+        """Add ``figures`` to this run's entry in build/reliability/field.json (e.g. what a
+        poller saw while it ran)."""
+        if self.recorded is not None:
+            self.recorded.update(figures)
+            write_results()
 
     @property
     def hits(self):
@@ -569,8 +579,10 @@ def scan_and_record(name, argv, env, cwd, secrets_, users, reports_dir, test, en
              "log": os.path.relpath(log, ROOT)}
     RUNS.append(entry)
     write_results()
+    recorded = entry
     entry = dict(entry, _secrets=secrets_)
     result = PlaybookRun(proc.returncode, output, entry)
+    result.recorded = recorded  # the run's entry in RUNS (field.json): note() adds figures to it
     result.reports = new_reports  # the reports (JSON) this run wrote, oldest first
     return result
 
@@ -582,22 +594,20 @@ class FieldApp(App):
     """tests/integration's App on a host reached over SSH + sudo: everything it has belongs to
     the app user, its project runs with the hosts' Python."""
 
-    def __init__(self, name, fleet, db, version="release-2"):
-        super().__init__(name, _PathLike(fleet.dir), db, fleet.repo, version=version)
+    def __init__(self, name, fleet, db, version="release-2", server="runserver"):
+        super().__init__(name, _PathLike(fleet.dir), db, fleet.repo, version=version, server=server)
         self.fleet = fleet
         self.reports = fleet.reports
         self.python = fleet.harness.python
         self.stop_script = fleet.harness.stop_script
+        self.reload_script = fleet.harness.reload_script
         fleet.harness.users.own(self.home)
 
     def env(self):
         return dict(super().env(), DEMO_SECRET_KEY=self.fleet.secret_key)
 
     def start_command(self):
-        return [START_STOP_DAEMON, "--start", "--background", "--make-pidfile", "--pidfile",
-                self.pidfile, "--chdir", self.project, "--output", os.path.join(self.home, "app.log"),
-                "--exec", self.python, "--", "manage.py", "runserver", "127.0.0.1:%d" % self.port,
-                "--noreload"]
+        return self.daemon_command(self.python)
 
     def stop_command(self):
         return ["/bin/sh", self.stop_script, self.pidfile]
@@ -651,13 +661,6 @@ class FieldApp(App):
 
     def stop(self):
         self._app(self.stop_command(), check=False)
-
-    def pid(self):
-        try:
-            with open(self.pidfile) as handle:
-                return int(handle.read().strip())
-        except (OSError, ValueError):
-            return None
 
     def answers(self, within=0):
         """The server answers /health/ (now, or within ``within`` seconds: a start command
@@ -836,6 +839,7 @@ class Harness:
         self.mariadb = None
         self.python = None
         self.stop_script = None
+        self.reload_script = None
 
     def start(self):
         for path, what in ((SSHD, "openssh-server"), (SUDO, "sudo"), (SETFACL, "acl"),
@@ -848,9 +852,13 @@ class Harness:
         self.base = tempfile.mkdtemp(prefix="dbsafe-field-")
         os.chmod(self.base, 0o755)
         self.python = app_venv()
+        # The checkout may be where the app user cannot read (under /root): its commands' scripts are copied.
         self.stop_script = os.path.join(self.base, "stop_pidfile.sh")
         shutil.copy(STOP_PIDFILE, self.stop_script)
         os.chmod(self.stop_script, 0o755)
+        self.reload_script = os.path.join(self.base, "reload_pidfile.sh")
+        shutil.copy(RELOAD_PIDFILE, self.reload_script)
+        os.chmod(self.reload_script, 0o755)
         self.users = Users(self.base).create()
         self.sshd = Sshd(self.base, self.users).start()
         self.cp_dir = os.path.join(self.base, "cp")
