@@ -13,13 +13,15 @@ import re
 import secrets
 import shutil
 import subprocess
+import time
 
 import pytest
 
 import fleet as field
 import harness as r4
 from ansible_run import ROOT, _bin, ansible_env, run_module
-from runner_double import execute
+from poller import Poller
+from runner_double import execute, query_value
 from test_playbooks import SUBTITLE, free_port, recap
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots
 
@@ -355,6 +357,271 @@ def test_a_pattern_matching_no_host_fails_loudly(args, fleets, request):
     assert not re.search(r"^skipping: no hosts matched", run.output, re.M), run.tail()
     assert dict((name, fleet.apps[name].pid()) for name in FLEET) == before
     fleet.settled(*state)  # nothing was touched
+
+
+# --- online deploys (issue 18) ---------------------------------------------------------------
+#
+# release-online (on release-2): a nullable column (books_book.edition) and a new table
+# (books_shelf) - operations safe for the running code - and a page /release/ that says which
+# release's code serves. release-contract (on release-online): drops the column again
+# (RemoveField: the running code would break, its data goes). Both on a branch of their own: main
+# and the other tests' tags stay as they are.
+#
+# Here, after the host patterns: the PostgreSQL fleet is on release-2 already (the --limit deploy),
+# and no test after these prepare()s a fleet again - the fewest rebuilds of a fleet (the MariaDB
+# fleet's one, from release-1). app1..3 serve with gunicorn in these tests only.
+
+ONLINE_MIGRATION = "0007_book_edition_shelf"
+CONTRACT_MIGRATION = "0008_remove_book_edition"
+EDITION = "    edition = models.IntegerField(blank=True, null=True)\n"
+SHELF = """
+
+class Shelf(models.Model):
+    name = models.CharField(max_length=40)
+"""
+RELEASE_VIEW = """
+
+RELEASE = "%s"
+
+
+def release(request):
+    \"\"\"Which release's code serves this request (the field harness's online deploys).\"\"\"
+    return HttpResponse(RELEASE, content_type="text/plain")
+"""
+MIGRATION = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("books", "%s"),
+    ]
+
+    operations = [
+%s
+    ]
+"""
+ONLINE_OPERATIONS = """        migrations.AddField(
+            model_name="book",
+            name="edition",
+            field=models.IntegerField(blank=True, null=True),
+        ),
+        migrations.CreateModel(
+            name="Shelf",
+            fields=[
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=40)),
+            ],
+        ),"""
+CONTRACT_OPERATIONS = """        migrations.RemoveField(
+            model_name="book",
+            name="edition",
+        ),"""
+
+
+def _edit(path, old, new):
+    with open(path) as handle:
+        source = handle.read()
+    assert old in source, "%s: %r not found" % (path, old)
+    with open(path, "w") as handle:
+        handle.write(source.replace(old, new, 1))
+
+
+def online_releases(fleet):
+    """Tag release-online and release-contract in the fleet's release repository (once per
+    fleet); returns the fleet's shas."""
+    if "release-contract" in fleet.shas:
+        return fleet.shas
+    repo = fleet.repo
+    books = os.path.join(repo, "books")
+    migrations_dir = os.path.join(books, "migrations")
+    field.run(["chown", "-R", "0:0", repo])  # the app user's: git refuses another owner's repository
+    field.git(repo, "checkout", "--quiet", "-b", "online", "release-2")
+    _edit(os.path.join(books, "models.py"), "    title = models.CharField(max_length=200)\n",
+          "    title = models.CharField(max_length=200)\n" + EDITION)
+    with open(os.path.join(books, "models.py"), "a") as handle:
+        handle.write(SHELF)
+    with open(os.path.join(books, "views.py"), "a") as handle:
+        handle.write(RELEASE_VIEW % "release-online")
+    _edit(os.path.join(repo, "demo", "urls.py"), '    path("health/", views.health, name="health"),\n',
+          '    path("health/", views.health, name="health"),\n'
+          '    path("release/", views.release, name="release"),\n')
+    with open(os.path.join(migrations_dir, ONLINE_MIGRATION + ".py"), "w") as handle:
+        handle.write(MIGRATION % (SUBTITLE, ONLINE_OPERATIONS))
+    fleet.shas["release-online"] = field.commit(repo, "release-online: a nullable column and a table",
+                                                tag="release-online")
+    _edit(os.path.join(books, "models.py"), EDITION, "")
+    _edit(os.path.join(books, "views.py"), 'RELEASE = "release-online"', 'RELEASE = "release-contract"')
+    with open(os.path.join(migrations_dir, CONTRACT_MIGRATION + ".py"), "w") as handle:
+        handle.write(MIGRATION % (ONLINE_MIGRATION, CONTRACT_OPERATIONS))
+    fleet.shas["release-contract"] = field.commit(repo, "release-contract: drops the column again",
+                                                  tag="release-contract")
+    field.git(repo, "checkout", "--quiet", "main")
+    fleet.harness.users.own(repo)
+    return fleet.shas
+
+
+def serve_with_gunicorn(fleet, request):
+    """app1..3 serve with gunicorn (restarted with it where runserver runs) and the role gets
+    their reload command; after the test the fleet's hosts are runserver hosts again for the
+    other tests (a gunicorn still running is stopped by its pid file, like any server, by the
+    next prepare())."""
+    def back():
+        for app in fleet.fleet():
+            app.server = "runserver"
+    request.addfinalizer(back)
+    for app in fleet.fleet():
+        app.serve_with("gunicorn")
+        assert app.answers(within=30), "%s does not answer under gunicorn" % app.name
+
+
+def deploy_modes(report):
+    """Every ``mode`` the report states (its own and each database's or migration's)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "mode" and isinstance(value, str):
+                    found.append(value)
+                elif key not in ("risk", "risks"):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+    walk(report)
+    return found
+
+
+def pollers(fleet, names=FLEET):
+    """Pollers of app1..3 for while a playbook runs: /health/ every 100 ms (the answer "ok"),
+    and /books/ - a page that reads the table the migrations change - every 500 ms."""
+    health = Poller(dict((name, fleet.apps[name].url("/health/")) for name in names), expect="ok")
+    books = Poller(dict((name, fleet.apps[name].url("/books/")) for name in names), interval=0.5)
+    return health, books
+
+
+def born_at(pid):
+    """When process ``pid`` started (epoch seconds, to a clock tick), from /proc."""
+    with open("/proc/%d/stat" % pid) as handle:
+        ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/stat") as handle:
+        boot = next(int(line.split()[1]) for line in handle if line.startswith("btime "))
+    return boot + ticks / float(os.sysconf("SC_CLK_TCK"))
+
+
+def answers_with(app, path, text, within=30):
+    """``path`` answers 200 with exactly ``text`` (now, or within ``within`` seconds)."""
+    deadline = time.time() + within
+    while True:
+        try:
+            if app.get(path) == (200, text):
+                return True
+        except OSError:
+            pass
+        if time.time() >= deadline:
+            return False
+        time.sleep(0.25)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_online_deploy_of_a_compatible_release_fails_no_request(engine, fleets, request):
+    """release-2 -> release-online (a nullable column, a new table) with
+    django_migrate_deploy_mode auto, app1..3 on gunicorn with their reload command: the deploy
+    goes online - the migration while the application serves, then each host's code switched
+    and reloaded (HUP) in turn, health-checked before the next - while a poller asks every
+    host's /health/ every 100 ms (and /books/ every 500 ms): 0 failed requests, never two hosts
+    down at once, no host stopped, every host serving release-online's code, the migration
+    applied, the report says online (issue 18, acceptance)."""
+    fleet = fleets(engine)
+    shas = online_releases(fleet)
+    fleet.prepare("release-2")
+    serve_with_gunicorn(fleet, request)
+    masters = pids(fleet)
+    workers = dict((name, fleet.apps[name].workers()) for name in FLEET)
+    assert all(workers.values()), workers
+    inventory = fleet.inventory({"django": FLEET}, dict(
+        (name, {"django_migrate_git_version": "release-online"}) for name in FLEET), name="inventory-online.yml")
+    health, books = pollers(fleet)
+
+    with health, books:
+        run = fleet.playbook("deploy", inventory, request.node.name, django_migrate_deploy_mode="auto")
+
+    seen = health.result
+    run.note(poll={"health": seen.counts(), "books": books.result.counts(), "overlaps": seen.overlaps(),
+                   "realtime": seen.realtime})
+    assert run.rc == 0, run.tail()
+    assert not seen.failed() and not books.result.failed(), "requests failed during the online deploy:\n%s\n%s" % (
+        seen.describe(), books.result.describe())
+    assert not seen.overlaps(), seen.describe()
+    for figures in seen.counts().values():  # it asked all along: every 100 ms, a slow answer aside
+        assert figures["requests"] >= 10 and figures["max_gap_ms"] < 12000, seen.describe()
+    for name in FLEET:
+        app = fleet.apps[name]
+        assert app.head_revision() == shas["release-online"], name
+        assert app.pid() == masters[name], "%s was restarted, not reloaded" % name
+        assert answers_with(app, "/release/", "release-online"), "%s does not serve release-online's code" % name
+        assert not set(app.workers()) & set(workers[name]), "%s: a worker of the old code still runs" % name
+    assert "books." + ONLINE_MIGRATION in fleet.apps["app1"].applied()
+    assert query_value(fleet.db, "SELECT COUNT(*) FROM books_shelf") == "0"
+    assert query_value(fleet.db, "SELECT COUNT(edition) FROM books_book") == "0"
+    # One host at a time: the hosts' new workers were born seconds apart (a rollout in parallel
+    # reloads them all within a few hundred ms).
+    reloaded = sorted(min(born_at(pid) for pid in fleet.apps[name].workers()) for name in FLEET)
+    assert all(b - a >= 0.5 for a, b in zip(reloaded, reloaded[1:])), "reloaded together: %s" % reloaded
+    assert run.reports, "no report written"
+    report = run.reports[-1]
+    assert report["result"] == "succeeded", report
+    modes = deploy_modes(report)
+    assert modes and set(modes) == {"online"}, "the report's modes: %s" % modes
+    for host in report["hosts"]:
+        assert host["stopped_at"] is None, "the report says %s was stopped: %s" % (host["host"], host)
+    fleet.settled("release-online")
+
+
+def test_a_release_dropping_a_column_deploys_in_the_stop_window_with_the_reason(fleets, request):
+    """release-online -> release-contract (a RemoveField) with django_migrate_deploy_mode auto
+    and the reload command set: not online - the column would vanish under the running code -
+    but in the stop window; the report says stop and names the RemoveField. The pollers, the
+    same as above, see the window: every host refused requests, all three at once (so the 0
+    above means something). PostgreSQL only: the choice is not the engine's business."""
+    fleet = fleets("postgresql")
+    shas = online_releases(fleet)
+    fleet.prepare("release-online")
+    serve_with_gunicorn(fleet, request)
+    masters = pids(fleet)
+    inventory = fleet.inventory({"django": FLEET}, dict(
+        (name, {"django_migrate_git_version": "release-contract"}) for name in FLEET), name="inventory-online.yml")
+    health, books = pollers(fleet)
+
+    with health, books:
+        run = fleet.playbook("deploy", inventory, request.node.name, django_migrate_deploy_mode="auto",
+                             django_migrate_allow_data_loss=True)
+
+    seen = health.result
+    run.note(poll={"health": seen.counts(), "books": books.result.counts(), "overlaps": seen.overlaps(),
+                   "realtime": seen.realtime})
+    assert run.rc == 0, run.tail()
+    assert run.reports, "no report written"
+    report = run.reports[-1]
+    assert report["result"] == "succeeded", report
+    modes = deploy_modes(report)
+    assert modes and set(modes) == {"stop"}, "the report's modes: %s" % modes
+    # The reason as the guarded migrate's online_blockers word it ("books.0008_remove_book_edition
+    # Remove field edition from book on books_book is data_loss: ..."), not only the risk list's
+    # entry (whose migration and operation are separate fields).
+    assert re.search(re.escape(CONTRACT_MIGRATION) + r" (Remove field edition|RemoveField)", json.dumps(report)), report
+    for host in report["hosts"]:
+        assert host["stopped_at"] is not None, "the report says %s was not stopped: %s" % (host["host"], host)
+    for name in FLEET:
+        app = fleet.apps[name]
+        assert app.head_revision() == shas["release-contract"], name
+        assert app.pid() != masters[name], "%s was not restarted" % name
+        assert answers_with(app, "/release/", "release-contract"), "%s does not serve release-contract's code" % name
+    assert "books." + CONTRACT_MIGRATION in fleet.apps["app1"].applied()
+    assert sorted(seen.failed()) == list(FLEET), "the poller missed the stop window:\n" + seen.describe()
+    assert any(set(FLEET) <= set(overlap["hosts"]) for overlap in seen.overlaps()), seen.describe()
+    fleet.settled("release-contract")
 
 
 # --- a virtualenv per release (issue 19, item 1), over SSH with become ------------------------
