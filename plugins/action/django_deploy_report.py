@@ -26,6 +26,7 @@ HOST_VARIABLES = {
     "preflight": "_django_migrate_preflight",
     "down": "_django_migrate_down",
     "migrate": "_django_migrate_result",
+    "contract": "_django_migrate_contract_result",
     "up": "_django_migrate_up",
     "rollout": "_django_migrate_rollout",
     "rollout_back": "_django_migrate_rollout_back",

@@ -146,6 +146,7 @@ class ServiceWindow:
         try:
             self._step(code)
             self._step("reload")
+            self.report["reloaded_at"] = time.time()
         except ServiceError as error:
             notes = []
             for step in ("code_back", "reload") if not back else ():

@@ -77,6 +77,9 @@ GUARD_ARGUMENT_SPEC = dict(
     # running code and reversible (online.py); a failure is undone by reverse operations, the
     # rows the application wrote meanwhile stay.
     online=dict(type="bool", default=False),
+    # A split online deploy (online.stages): expand runs the migrations safe for the previous
+    # code (before the rollout), contract the removals (after it); all: the whole plan.
+    stage=dict(type="str", choices=["all", "expand", "contract"], default="all"),
     # A privileged login the restore after a failure runs as (same server and database).
     restore_login_user=dict(type="str"),
     restore_login_password=dict(type="str", no_log=True),
@@ -113,6 +116,11 @@ class GuardOptions:
         for name in ("lock_timeout", "db_lock_timeout", "db_lock_retries"):
             if getattr(self, name) < 0:
                 problems.append("%s must not be negative (got %d)" % (name, getattr(self, name)))
+        if self.stage != "all" and not self.online:
+            problems.append("stage %s is a stage of an online deploy: set online: true too" % self.stage)
+        if self.stage != "all" and self.app is not None:
+            problems.append("stage %s migrates its own migrations: do not set app/migration with it"
+                            % self.stage)
         if self.db_statement_timeout is not None and self.db_statement_timeout < 1:
             problems.append("db_statement_timeout must be 1 second or more, or not set for no limit "
                             "(got %d)" % self.db_statement_timeout)
@@ -228,9 +236,10 @@ class GuardedMigrate:
         self.session = None  # the ProjectSession of a run
         self.restorer = None  # the engine restores run through (see _restorer)
         self._edited_allowed = False  # allow_edited's warning was given
+        self._stages = {"expand": [], "contract": [], "blockers": []}  # see _stage_plan
         self.result = {"changed": False, "restored": False, "backup": None, "lock": None,
                        "applied": [], "fake": bool(options.fake or options.fake_initial),
-                       "online": bool(options.online)}
+                       "online": bool(options.online), "stage": options.stage}
 
     def run(self):
         # ONE launch of the project's interpreter for the whole run: facts now, migrate (and
@@ -278,7 +287,7 @@ class GuardedMigrate:
         before = self.timings.run("introspect", self.session.facts, database=self.options.database,
                                   target=self.options.target, sql=self.diff,
                                   track_checksums=self.options.track_checksums)
-        plan = before["facts"]["plan"]
+        plan = self._stage_plan(before)
         self.result.update(before=state.migration_facts(before), plan=plan,
                            code_steps=state.code_steps(plan))
         untested = state.untested_django(before.get("django_version"))
@@ -365,8 +374,12 @@ class GuardedMigrate:
         self.result["risks"] = self.result["before"]["risks"]
         self.result["risk"] = self.result["before"]["risk"]
         self.result["edited"] = self.result["before"]["edited"]
-        # What keeps this plan from running while the application serves (the deploy's mode).
-        self.result["online_blockers"] = online.blockers(plan, self.result["risks"])
+        # What keeps this plan from running while the application serves (the deploy's mode),
+        # and how it would split in two stages around the rollout.
+        names = set(step["migration"] for step in plan)
+        self.result["online_blockers"] = online.blockers(
+            plan, [item for item in self.result["risks"] if item["migration"] in names])
+        self.result["stages"] = self._stages
         if problems:
             raise PreflightRefused(
                 "refused before touching the database: " + " | ".join(problems),
@@ -381,7 +394,8 @@ class GuardedMigrate:
                 data_loss=lossy, database_changed=False,
             )
         blockers = self.result["online_blockers"]
-        if self.options.online and plan:
+        # The contract stage runs once no host runs the previous code: its removals are meant.
+        if self.options.online and plan and self.options.stage != "contract":
             if blockers:
                 raise PreflightRefused(
                     "refused before touching the database: online: true, but %d operation(s) need "
@@ -407,6 +421,29 @@ class GuardedMigrate:
                           "; errors it would refuse on: %s" % "; ".join(
                               state.check_text(m) for m in serious) if serious else ""))
 
+    def _stage_plan(self, before):
+        """The steps this run migrates: the whole plan, or one stage of it (online.stages); the
+        split of the whole plan is kept for the result."""
+        facts = before["facts"]
+        plan = facts["plan"]
+        self._stages = online.stages(plan, risk.plan_risks(plan, facts.get("server"), facts.get("table_stats")))
+        if self.options.stage == "all":
+            return plan
+        if self.options.stage == "contract" and (self._stages["expand"] or self._stages["blockers"]):
+            raise PreflightRefused(
+                "refused before touching the database: the contract stage runs once the expand stage is "
+                "done, but %s; nothing was changed" % (
+                    "the expand migrations %s are not applied" % ", ".join(self._stages["expand"])
+                    if self._stages["expand"] else "the plan cannot be split: " + "; ".join(self._stages["blockers"])),
+                stages=self._stages, database_changed=False)
+        if self.options.stage == "expand" and self._stages["blockers"]:
+            raise PreflightRefused(
+                "refused before touching the database: stage expand, but the plan cannot be split: %s. "
+                "Nothing was changed; deploy it in the stop window" % "; ".join(self._stages["blockers"]),
+                stages=self._stages, online_blockers=self._stages["blockers"], database_changed=False)
+        names = set(self._stages[self.options.stage])
+        return [step for step in plan if step["migration"] in names]
+
     def _recheck_after_lock(self, snapshot, before, plan):
         """Another run may have migrated while we waited: read the state again if it moved."""
         rows = set("%s.%s" % tuple(row) for row in snapshot["migrations"] or [])
@@ -415,7 +452,7 @@ class GuardedMigrate:
         before = self.timings.run("introspect_again", self.session.facts,
                                   database=self.options.database, target=self.options.target,
                                   track_checksums=self.options.track_checksums)
-        plan = before["facts"]["plan"]
+        plan = self._stage_plan(before)
         self._preflight(before, plan)
         self.result.update(before=state.migration_facts(before), plan=plan,
                            code_steps=state.code_steps(plan))
@@ -458,8 +495,13 @@ class GuardedMigrate:
                 fake_initial=self.options.fake_initial, skip_checks=self.options.skip_checks,
                 track_checksums=self.options.track_checksums, allow_edited=self.options.allow_edited,
                 db_timeouts=self.options.db_timeouts,
+                # The expand stage: its migrations only, app by app (never a contract one).
+                targets=online.stage_targets(plan, set(self._stages["expand"]))
+                if self.options.stage == "expand" else None,
             )
         except DbsafeError as error:  # killed, crashed, no answer
+            if self.options.stage == "contract":
+                return self._contract_failed(engine, before, None, error.msg, None)
             if self.options.online and snapshot is not None:
                 return self._undo(engine, snapshot, backup, None, error.msg, None, before)
             return self._put_back(engine, snapshot, backup, None, error.msg)
@@ -469,6 +511,8 @@ class GuardedMigrate:
         if error is not None:
             failed = _failed_step(after["migrate"]["steps"])
             message = "%s: %s" % (error["type"], error["message"])
+            if self.options.stage == "contract":
+                return self._contract_failed(engine, before, failed, message, error.get("kept_operations"))
             if self.options.online and snapshot is not None:
                 return self._undo(engine, snapshot, backup, failed, message,
                                   error.get("kept_operations"), before, session=self.session)
@@ -480,6 +524,8 @@ class GuardedMigrate:
                     self._unchanged_or_put_back(engine, snapshot, failed, message)
             return self._put_back(engine, snapshot, backup, failed, message)
         problems = verification_problems(before, after, plan)
+        if problems and self.options.stage == "contract":
+            return self._contract_failed(engine, before, None, "verification failed: " + "; ".join(problems), None)
         if problems and self.options.online and snapshot is not None:
             return self._undo(engine, snapshot, backup, None, "verification failed: " + "; ".join(problems),
                               None, before, session=self.session)
@@ -635,6 +681,33 @@ class GuardedMigrate:
                _manual_restore(backup, self.project, self.options) if backup else "-"),
             undone=undone, proven=False, database_as_before=False, differences=problems[:50],
             **base)
+
+    def _contract_failed(self, engine, before, failed_step, error, kept):
+        """The contract stage failed. Nothing is undone: a removal's reverse brings the column or
+        table back empty (its data would only be in the backup), and the running - new - code
+        uses none of it; nothing is restored either (the application writes). The message says
+        what is applied, what is not and what to do."""
+        what = "migration %s failed" % failed_step if failed_step else "migrate failed"
+        try:
+            rows = set("%s.%s" % tuple(row) for row in engine.snapshot(content=False)["migrations"] or [])
+        except DbsafeError as read_error:
+            rows, unread = None, read_error.msg
+        names = state.plan_names(self.result["plan"])
+        done = [name for name in names if rows is not None and name in rows - set(before["facts"]["applied_rows"])]
+        left = [name for name in names if name not in done]
+        raise MigrationFailed(
+            "%s: %s. Contract stage (after the rollout; the application runs the new code, which uses "
+            "nothing these migrations remove): nothing was undone or restored. Applied: %s; not applied: %s%s. "
+            "The running code is not affected; fix the failing migration and deploy again to finish the "
+            "contract stage (the backup %s holds the data as before it)."
+            % (what, error, ", ".join(done) or "none", ", ".join(left) or "none",
+               "; the failed migration had already run %d operation(s) (no transactional DDL): they stay"
+               % kept["count"] if (kept or {}).get("count") else "" if rows is not None
+               else "; the applied migrations could not be read: %s" % unread,
+               (self.result["backup"] or {}).get("path") or "(none - backup: false)"),
+            failed_step=failed_step, error=error, applied=self.result["applied"], plan=names,
+            restored=False, online=True, stage="contract", backup=self.result["backup"],
+            contract_applied=done, contract_left=left)
 
     def _reverse(self, engine, before, kept, session):
         """(undone, error or None): the migrations this run recorded (read from the database,

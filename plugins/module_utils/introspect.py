@@ -498,6 +498,10 @@ def plan(executor, targets, with_sql=False):
             "migration": "%s.%s" % (migration.app_label, migration.name),
             "backwards": bool(backwards),
             "atomic": bool(getattr(migration, "atomic", True)),
+            # What an online deploy needs to split the plan (online.py): the migrations this
+            # one depends on, and its deploy stage as django-safemigrate or django-syzygy mark it.
+            "dependencies": ["%s.%s" % tuple(key) for key in migration.dependencies],
+            "stage_marker": stage_marker(migration),
             "operations": [
                 {
                     "type": op.__class__.__name__,
@@ -513,6 +517,28 @@ def plan(executor, targets, with_sql=False):
             step["sql"] = collect_sql(executor, migration, backwards)
         steps.append(step)
     return steps
+
+
+def stage_marker(migration):
+    """``before`` | ``after`` | ``always`` | None: the deploy stage a migration declares -
+    django-safemigrate's ``safe`` (True/False in 1.x, the ``Safe`` enum in 2.x-4.x, ``Safe.x()``
+    with ``.when`` in 5.x) or django-syzygy's ``stage`` (``Stage.PRE_DEPLOY``/``POST_DEPLOY``)."""
+    safe = getattr(migration, "safe", None)
+    if safe is True:
+        return "before"
+    if safe is False:
+        return "after"
+    if safe is not None:
+        value = getattr(getattr(safe, "when", safe), "value", None)
+        if value in ("before_deploy", "after_deploy", "always"):
+            return value.split("_")[0]
+    stage = getattr(migration, "stage", None)
+    value = getattr(stage, "value", stage)
+    if value == "pre_deploy":
+        return "before"
+    if value in ("post_deploy", "post_deployment"):
+        return "after"
+    return None
 
 
 # Django's operation classes risk.py knows; a subclass (a project's own AddField) is described
@@ -1647,10 +1673,11 @@ def migrate(request, connection, entry, timings):
         "fake": bool(request.get("fake")),
         "fake_initial": bool(request.get("fake_initial")),
     }
-    args = []
-    target = request.get("target")
-    if target:
-        args = [target["app"]] + ([target["migration"]] if target.get("migration") else [])
+    # One `migrate APP [MIGRATION]` per target, in order (a stage of an online deploy names
+    # several apps' migrations); none: `migrate` of everything.
+    targets = list(request.get("targets") or []) or ([request["target"]] if request.get("target") else [None])
+    arguments = [[target["app"]] + ([target["migration"]] if target.get("migration") else []) if target else []
+                 for target in targets]
     timeouts = request.get("db_timeouts") or {}
     output = io.StringIO()
     recorder = StepRecorder(connection.features.can_rollback_ddl)
@@ -1662,8 +1689,9 @@ def migrate(request, connection, entry, timings):
                          row_locks=True), connection.execute_wrapper(recorder.track), progress:
         while True:
             try:
-                call_command(migrate_command_recording(recorder), *args, stdout=output,
-                             stderr=output, **options)
+                for args in arguments:
+                    call_command(migrate_command_recording(recorder), *args, stdout=output,
+                                 stderr=output, **options)
                 failure = None
             except BaseException as exc:  # SystemExit and KeyboardInterrupt included: report, then stop
                 failure = (exc, traceback.format_exc())

@@ -45,6 +45,68 @@ def blockers(plan, risks):
     return reasons
 
 
+# Operations that only remove what the new code no longer uses (as django-syzygy infers its
+# post-deploy stage): the contract stage of a split deploy.
+REMOVALS = ("RemoveField", "DeleteModel")
+
+
+def _is_removal(operation):
+    return operation.get("type") in REMOVALS or (operation.get("detail") or {}).get("class") in REMOVALS
+
+
+def stages(plan, risks):
+    """Split ``plan`` for an online deploy in two stages: ``expand`` (runs while the previous
+    code serves, before the rollout: every operation safe for it and reversible) and
+    ``contract`` (runs once no host runs the previous code: migrations of removals only, or
+    marked ``after`` by django-safemigrate / django-syzygy). ``blockers`` says why the plan
+    cannot be split (the stop window then): a removal mixed with other operations, an expand
+    migration that depends on a contract one, an operation neither stage may run online.
+    Returns {"expand": [names], "contract": [names], "blockers": [sentences]}."""
+    by_migration = {}
+    for item in risks or []:
+        by_migration.setdefault(item["migration"], []).append(item)
+    expand, contract, found = [], [], []
+    for step in plan or []:
+        name = step["migration"]
+        removals = [op for op in step["operations"] if _is_removal(op)]
+        marker = step.get("stage_marker")
+        if not step["backwards"] and (marker == "after" or (
+                removals and len(removals) == len(step["operations"]) and marker != "before")):
+            contract.append(name)
+            continue
+        if removals and not step["backwards"]:
+            found.append(("%s is marked to run before the deploy but removes (%s): the previous code may use it, "
+                          "and a failure could not bring its data back" if marker == "before" else
+                          "%s removes (%s) beside other operations: the removal must wait until no host runs "
+                          "the previous code, the rest must not - split it into two migrations") % (
+                             name, ", ".join(op["description"] for op in removals)))
+            continue
+        waiting = [dependency for dependency in step.get("dependencies") or [] if dependency in contract]
+        if waiting:
+            found.append("%s depends on %s, which may only run once no host runs the previous code: the "
+                         "plan cannot be split" % (name, ", ".join(waiting)))
+            continue
+        step_blockers = blockers([step], by_migration.get(name, []))
+        if step_blockers:
+            found.extend(step_blockers)
+            continue
+        expand.append(name)
+    return {"expand": expand, "contract": contract, "blockers": found}
+
+
+def stage_targets(plan, names):
+    """[{app, migration}]: `migrate APP MIGRATION` per app, to its last migration among
+    ``names`` in plan order - the apps in the order their first such migration comes."""
+    last, order = {}, []
+    for step in plan:
+        if step["migration"] in names:
+            app = step["migration"].split(".", 1)[0]
+            if app not in last:
+                order.append(app)
+            last[app] = step["migration"].split(".", 1)[1]
+    return [{"app": app, "migration": last[app]} for app in order]
+
+
 def undo_problems(before, live, counts_after):
     """What keeps the database from being "as before" after an online undo: ``before`` is the
     snapshot taken before the run (its ``tables`` hold the row counts), ``live`` a schema

@@ -274,9 +274,10 @@ class ProjectSession:
                                        track_checksums))
 
     def migrate(self, database="default", target=None, fake=False, fake_initial=False,
-                skip_checks=False, track_checksums=True, allow_edited=False, db_timeouts=None):
+                skip_checks=False, track_checksums=True, allow_edited=False, db_timeouts=None,
+                targets=None):
         return self.call(migrate_request(database, target, fake, fake_initial, skip_checks,
-                                         track_checksums, allow_edited, db_timeouts))
+                                         track_checksums, allow_edited, db_timeouts, targets))
 
     def undo(self, completed, partial=None, database="default"):
         """After a failed online migrate: Django's reverse operations undo ``partial`` (the
@@ -307,12 +308,14 @@ def facts_request(database="default", apps=None, target=None, sql=False, pending
 
 
 def migrate_request(database="default", target=None, fake=False, fake_initial=False,
-                    skip_checks=False, track_checksums=True, allow_edited=False, db_timeouts=None):
+                    skip_checks=False, track_checksums=True, allow_edited=False, db_timeouts=None,
+                    targets=None):
     """``skip_checks``: like manage.py migrate --skip-checks (Django's checks gate otherwise);
     ``track_checksums``: record the applied migrations' checksums afterwards (false: our table
     is neither read nor written); ``allow_edited``: record edited ones' new checksums too.
     ``db_timeouts``: {lock_wait, retries, statement} of the migrating connection (see
-    introspect.migrate); None: the server's own."""
+    introspect.migrate); None: the server's own. ``targets``: several {app, migration}, migrated
+    one after the other (a stage of an online deploy), instead of ``target``."""
     request = {"action": "migrate", "database": database, "fake": fake,
                "fake_initial": fake_initial, "pending": True, "skip_checks": skip_checks,
                "track_checksums": track_checksums, "allow_edited": allow_edited}
@@ -320,6 +323,8 @@ def migrate_request(database="default", target=None, fake=False, fake_initial=Fa
         request["db_timeouts"] = db_timeouts
     if target:
         request["target"] = target
+    if targets:
+        request["targets"] = list(targets)
     return request
 
 

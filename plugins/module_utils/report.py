@@ -68,6 +68,8 @@ def host_report(entry):
         "revision_before": preflight.get("revision_before"),
         "revision_after": revision_after,
         "stopped_at": _iso(stopped_at),
+        # An online rollout's graceful reload (epoch seconds: it orders the contract stage after it).
+        "reloaded_at": rollout.get("reloaded_at"),
         "started_at": _iso(started_at),
         "downtime_seconds": round(started_at - stopped_at, 2) if started_at else None,
         "answered_after_seconds": (round(float(healthy) - stopped_at, 2)
@@ -84,8 +86,9 @@ def build_report(name, entries, finished, check_mode=False):
     down, migrate, up, problems, healthy_at, failure)."""
     lines = [host_report(entry) for entry in entries]
     hosts = [line for line, _stopped, _started in lines]
-    migrations = [migration_report(e["host"], e["migrate"]) for e in entries
-                  if isinstance(e.get("migrate"), dict) and "plan" in e["migrate"]]
+    # The migrate, and a split deploy's contract stage after the rollout.
+    migrations = [migration_report(e["host"], e[key], stage) for key, stage in (("migrate", None), ("contract", "contract"))
+                  for e in entries if isinstance(e.get(key), dict) and "plan" in e[key]]
     failures = sorted(set(h["failure"] for h in hosts if h["failure"]))
     failures += ["%s: %s" % (m["host"], m["msg"]) for m in migrations
                  if m["failed"] and m["msg"] not in " ".join(failures)]
@@ -146,10 +149,11 @@ def deploy_mode(entries):
     return " and ".join(modes), reasons
 
 
-def migration_report(host, result):
+def migration_report(host, result, stage=None):
     window = _window(result)
     return {
         "host": host,
+        "stage": stage or ("expand" if result.get("stage") == "expand" else None),
         "msg": result.get("msg") or "",
         "changed": bool(result.get("changed")),
         "failed": bool(result.get("failed")),
@@ -215,6 +219,9 @@ def _mode_text(report):
     mode = report.get("mode")
     if mode == "online":
         return "online: migrated while the application served, the code rolled out host by host"
+    if mode == "split":
+        return ("online in two stages: the expand migrations while the previous code served, the rollout, "
+                "then the contract stage (%s)" % "; ".join(report.get("mode_reasons") or []))
     if mode and report.get("mode_reasons"):
         return "%s: the stop window was required by %s" % (mode, "; ".join(report["mode_reasons"]))
     return mode
@@ -242,7 +249,8 @@ def render_markdown(report):
             h["started_at"], h["downtime_seconds"], h["answered_after_seconds"],
             "yes" if h["migrated_here"] else "no", "; ".join(h["problems"]))))
     for m in report["migrations"]:
-        lines += ["", "## Migration (on %s)" % m["host"], "", _cell(m["msg"]), ""]
+        lines += ["", "## Migration%s (on %s)" % (" - %s stage" % m["stage"] if m.get("stage") else "", m["host"]),
+                  "", _cell(m["msg"]), ""]
         if m["applied"]:
             lines += ["| migration | action | ok | seconds |", "| --- | --- | --- | --- |"]
             for step in m["applied"]:

@@ -248,6 +248,20 @@ options:
       - Cannot be combined with O(downtime).
     type: bool
     default: false
+  stage:
+    description:
+      - One stage of a split online deploy (see RV(stages)); needs O(online).
+      - V(expand) migrates only the migrations safe for the code still running (before the new code is
+        rolled out), app by app, never one of the contract stage; refused when the plan cannot be split.
+      - V(contract) migrates the rest - migrations that only remove (C(RemoveField), C(DeleteModel)) or
+        are marked to run after the deploy (django-safemigrate C(Safe.after_deploy()), django-syzygy
+        C(Stage.POST_DEPLOY)) - once no host runs the previous code; refused while expand migrations are
+        pending. A failure there undoes and restores nothing (a removal's reverse would bring the column
+        back empty, and the running code uses none of it); the message lists what is applied and what not.
+      - V(all) (the default) migrates the whole plan.
+    type: str
+    choices: [all, expand, contract]
+    default: all
   downtime:
     description:
       - Stop the application, switch its code, migrate and start it again, all in this one
@@ -495,6 +509,14 @@ online_blockers:
   type: list
   elements: str
   sample: ["shop.0007_drop_sku RemoveField on shop_item is incompatible: drops column sku ..."]
+stages:
+  description:
+    - How the whole plan splits around a rollout - C(expand) (the migrations safe for the previous code,
+      run before it), C(contract) (removals, or marked to run after the deploy) and C(blockers) (why it
+      cannot be split; empty when it can).
+  returned: when the plan was computed
+  type: dict
+  sample: {"expand": ["shop.0007_add_note"], "contract": ["shop.0008_drop_sku"], "blockers": []}
 undone:
   description:
     - With O(online), after a failure - what Django's reverse operations undid, newest first (the
@@ -527,6 +549,10 @@ online:
   description: Whether the migrate ran with O(online) (beside the running application).
   returned: always
   type: bool
+stage:
+  description: The O(stage) this run migrated (V(all), V(expand) or V(contract)).
+  returned: always
+  type: str
 duration:
   description: Seconds the whole run took.
   returned: always

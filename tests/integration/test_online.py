@@ -348,3 +348,56 @@ def test_a_host_failing_its_health_check_stops_the_rollout(postgres_database, tm
     hosts = dict((h["host"], h) for h in report["hosts"])
     assert [hosts[name]["revision_after"] for name in ("app1", "app2", "app3")] == revisions
     assert "online_note" in columns(db)[0]  # the database stays migrated: the old code works on it
+
+
+# --- a split deploy's stages (the module; the playbook over SSH is tests/field) ----------------
+
+DROP_SLUG = "migrations.RemoveField('book', 'slug'),"
+
+
+def without_slug(project):
+    models_py = os.path.join(project, "books", "models.py")
+    with open(models_py) as handle:
+        source = handle.read()
+    with open(models_py, "w") as handle:
+        handle.write(source.replace('    slug = models.SlugField(max_length=200, blank=True, default="")\n', ""))
+
+
+@pytest.mark.parametrize("fixture", ENGINES)
+def test_the_expand_stage_runs_only_what_the_previous_code_survives_and_the_contract_stage_the_rest(
+        fixture, request, tmp_path):
+    database = request.getfixturevalue(fixture)
+    project, (table, drop) = prepared(database, tmp_path, [NEW_TABLE, DROP_SLUG],
+                                      MODELS.split("\n\nclass Clash")[0] + "\n")
+    without_slug(project)
+    plan = migrate(project, database, tmp_path, check_mode=True, online=False, allow_data_loss=True)
+    assert plan["stages"] == {"expand": [table], "contract": [drop], "blockers": []}, plan.get("stages")
+
+    early = migrate(project, database, tmp_path, stage="contract", allow_data_loss=True)
+    assert early.get("failed") and "the expand migrations %s are not applied" % table in early["msg"], early
+    assert "slug" in columns(database)[0]
+
+    expand = migrate(project, database, tmp_path, stage="expand")
+    assert not expand.get("failed"), expand.get("msg")
+    assert [step["migration"] for step in expand["applied"]] == [table]
+    cols, applied, _rows = columns(database)
+    assert "slug" in cols and ("books", drop.split(".")[1]) not in applied and "books_shelf" in tables(database)
+
+    contract = migrate(project, database, tmp_path, stage="contract", allow_data_loss=True)
+    assert not contract.get("failed"), contract.get("msg")
+    assert [step["migration"] for step in contract["applied"]] == [drop]
+    assert "slug" not in columns(database)[0]
+
+
+@pytest.mark.parametrize("fixture", ["postgres_database"])
+def test_a_plan_whose_expand_step_depends_on_a_removal_cannot_be_split(fixture, request, tmp_path):
+    database = request.getfixturevalue(fixture)
+    project, (drop, table) = prepared(database, tmp_path, [DROP_SLUG, NEW_TABLE],
+                                      MODELS.split("\n\nclass Clash")[0] + "\n")
+    without_slug(project)
+    plan = migrate(project, database, tmp_path, check_mode=True, online=False, allow_data_loss=True)
+    assert plan["stages"]["blockers"] == [
+        "%s depends on %s, which may only run once no host runs the previous code: the plan cannot be split"
+        % (table, drop)], plan["stages"]
+    refused = migrate(project, database, tmp_path, stage="expand")
+    assert refused.get("failed") and "cannot be split" in refused["msg"] and refused["database_changed"] is False

@@ -67,3 +67,80 @@ def test_migrations_left_recorded_or_unreadable_counts_are_not_proven():
     problems = online.undo_problems(before, live, {})
     assert any("django_migrations" in problem for problem in problems), problems
     assert "books_book: its row count could not be read after the undo" in problems
+
+
+def staged(migration, *operations, dependencies=(), marker=None):
+    found = step(migration, *((text, True) for text, _type in operations))
+    for op, (_text, kind) in zip(found["operations"], operations):
+        op["type"] = kind
+    found.update(dependencies=list(dependencies), stage_marker=marker)
+    return found
+
+
+ADD = ("Add field note to book", "AddField")
+DROP = ("Remove field sku from book", "RemoveField")
+
+
+def test_removals_wait_for_the_rollout_and_the_rest_runs_before_it():
+    plan = [staged("books.0005_note", ADD), staged("books.0006_drop", DROP, dependencies=["books.0005_note"]),
+            staged("shop.0002_table", ("Create model Shelf", "CreateModel"))]
+    risks = [risk_item("books.0005_note", "safe"),
+             risk_item("books.0006_drop", "data_loss", DROP[0], "drops the column"),
+             risk_item("shop.0002_table", "safe")]
+    assert online.stages(plan, risks) == {"expand": ["books.0005_note", "shop.0002_table"],
+                                          "contract": ["books.0006_drop"], "blockers": []}
+    assert online.stage_targets(plan, {"books.0005_note", "shop.0002_table"}) == [
+        {"app": "books", "migration": "0005_note"}, {"app": "shop", "migration": "0002_table"}]
+
+
+def test_a_plan_that_cannot_be_split_says_why():
+    mixed = staged("books.0005_mixed", ADD, DROP)
+    after_drop = [staged("books.0005_drop", DROP), staged("books.0006_note", ADD, dependencies=["books.0005_drop"])]
+    assert online.stages([mixed], [])["blockers"][0].startswith(
+        "books.0005_mixed removes (Remove field sku from book) beside other operations")
+    found = online.stages(after_drop, [risk_item("books.0006_note", "safe")])
+    assert found["contract"] == ["books.0005_drop"] and found["expand"] == []
+    assert found["blockers"] == ["books.0006_note depends on books.0005_drop, which may only run once no host "
+                                 "runs the previous code: the plan cannot be split"]
+    locked = staged("books.0005_index", ("Create index", "AddIndex"))
+    assert online.stages([locked], [risk_item("books.0005_index", "locks", "Create index", "blocks writes")])["blockers"]
+
+
+def test_stage_markers_of_safemigrate_and_syzygy_decide():
+    marked_after = staged("books.0005_backfill", ("Raw Python operation", "RunPython"), marker="after")
+    marked_before = staged("books.0006_drop", DROP, marker="before")
+    found = online.stages([marked_after, marked_before], [])
+    assert found["contract"] == ["books.0005_backfill"]
+    # "before" on a removal: the developer says the previous code does not use it - still a
+    # removal the undo could not bring back with its data, so not online before the rollout.
+    assert found["blockers"] and found["blockers"][0].startswith("books.0006_drop is marked to run before the deploy")
+
+
+def test_stage_marker_reads_each_tools_attribute():
+    import enum
+
+    from ansible_collections.dbsafe.django.plugins.module_utils.introspect import stage_marker
+
+    class When(enum.Enum):
+        BEFORE_DEPLOY = "before_deploy"
+        AFTER_DEPLOY = "after_deploy"
+        ALWAYS = "always"
+
+    class Safe:  # django-safemigrate 5: Safe.after_deploy() -> Safe(when=When.AFTER_DEPLOY)
+        def __init__(self, when):
+            self.when = when
+
+    class Stage(enum.Enum):  # django-syzygy
+        PRE_DEPLOY = "pre_deploy"
+        POST_DEPLOY = "post_deployment"
+
+    def migration(**attributes):
+        return type("Migration", (), attributes)()
+
+    assert stage_marker(migration(safe=Safe(When.AFTER_DEPLOY))) == "after"
+    assert stage_marker(migration(safe=When.BEFORE_DEPLOY)) == "before"  # 2.x-4.x: the enum itself
+    assert stage_marker(migration(safe=Safe(When.ALWAYS))) == "always"
+    assert stage_marker(migration(safe=False)) == "after" and stage_marker(migration(safe=True)) == "before"
+    assert stage_marker(migration(stage=Stage.POST_DEPLOY)) == "after"
+    assert stage_marker(migration(stage=Stage.PRE_DEPLOY)) == "before"
+    assert stage_marker(migration()) is None
