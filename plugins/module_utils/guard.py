@@ -688,6 +688,7 @@ class GuardedMigrate:
         uses none of it; nothing is restored either (the application writes). The message says
         what is applied, what is not and what to do."""
         what = "migration %s failed" % failed_step if failed_step else "migrate failed"
+        unread = None
         try:
             rows = set("%s.%s" % tuple(row) for row in engine.snapshot(content=False)["migrations"] or [])
         except DbsafeError as read_error:

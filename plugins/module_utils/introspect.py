@@ -1607,8 +1607,8 @@ def undo(request, connection, entry, timings):
             state = loader.project_state(key, at_end=False)
             with connection.schema_editor(atomic=migration.atomic) as editor:
                 head.unapply(state, editor)
-            undone.append("%s (%d of %d operations)" % (partial["migration"], partial["count"],
-                                                         len(migration.operations)))
+            undone.append("%s (%d of %d operations)"
+                          % (partial["migration"], partial["count"], len(migration.operations)))
         completed = [tuple(name.split(".", 1)) for name in request.get("completed") or []]
         if completed:
             plan = [(loader.graph.nodes[key], True) for key in reversed(completed)]

@@ -22,6 +22,7 @@ __metaclass__ = type
 from ansible_collections.dbsafe.django.plugins.module_utils import risk
 from ansible_collections.dbsafe.django.plugins.module_utils.snapshots import diff_snapshots, summarize
 
+
 def blockers(plan, risks):
     """Why ``plan`` cannot run while the application serves: one sentence per operation (or
     step) that needs the stop window; empty when it can. ``risks`` as risk.py describes the
@@ -75,11 +76,13 @@ def stages(plan, risks):
             contract.append(name)
             continue
         if removals and not step["backwards"]:
-            found.append(("%s is marked to run before the deploy but removes (%s): the previous code may use it, "
-                          "and a failure could not bring its data back" if marker == "before" else
-                          "%s removes (%s) beside other operations: the removal must wait until no host runs "
-                          "the previous code, the rest must not - split it into two migrations") % (
-                             name, ", ".join(op["description"] for op in removals)))
+            if marker == "before":
+                text = ("%s is marked to run before the deploy but removes (%s): the previous code may use it, "
+                        "and a failure could not bring its data back")
+            else:
+                text = ("%s removes (%s) beside other operations: the removal must wait until no host runs "
+                        "the previous code, the rest must not - split it into two migrations")
+            found.append(text % (name, ", ".join(op["description"] for op in removals)))
             continue
         waiting = [dependency for dependency in step.get("dependencies") or [] if dependency in contract]
         if waiting:

@@ -12,7 +12,6 @@ import pytest
 
 import demo
 from ansible_run import run_module
-from test_playbooks import apps  # noqa: F401 - the fixture: app servers stopped after each test
 from test_risks import columns, fill_books
 
 ENGINES = ["postgres_database", "mysql_database"]
@@ -29,6 +28,8 @@ class Clash(models.Model):
     class Meta:
         db_table = "online_clash"
 """
+
+SHELF_ONLY = MODELS.split("\n\nclass Clash", maxsplit=1)[0] + "\n"
 
 # 1: a new table (safe, reversible). 2: a nullable column, then a table that cannot be created
 # (a table of that name exists already): both safe for the running code; the second fails.
@@ -174,7 +175,7 @@ def test_a_failed_online_migrate_is_undone_and_keeps_every_row_written_meanwhile
 @pytest.mark.parametrize("fixture", ENGINES)
 def test_an_online_migrate_runs_beside_the_writes(fixture, request, tmp_path):
     database = request.getfixturevalue(fixture)
-    project, (new_table,) = prepared(database, tmp_path, [NEW_TABLE], MODELS.split("\n\nclass Clash")[0] + "\n")
+    project, (new_table,) = prepared(database, tmp_path, [NEW_TABLE], SHELF_ONLY)
     rows_before = columns(database)[2]
     writer = Writer(database)
     writer.start()
@@ -223,6 +224,16 @@ def test_online_refuses_what_the_running_code_would_trip_over(fixture, request, 
 
 # --- deploy.yml in online mode (local connection; the SSH fleet is tests/field) ---------------
 
+
+@pytest.fixture
+def apps():
+    """The App objects of a test; their servers are stopped afterwards."""
+    made = []
+    yield made
+    for app in made:
+        app.stop()
+
+
 ONLINE_NOTE = "0006_online_note"
 
 
@@ -238,7 +249,7 @@ def online_release_repo(tmp_path, failing=False):
     subprocess.run(["git", "init", "--quiet", "--initial-branch=main", repo], check=True)
     shas = {"release-1": commit(repo, "release-1", tag="release-1")}
     demo._add_model_field(repo, "online_note = models.TextField(null=True)")
-    source = MODELS if failing else MODELS.split("\n\nclass Clash")[0] + "\n"
+    source = MODELS if failing else SHELF_ONLY
     with open(os.path.join(repo, "books", "models.py"), "a") as handle:
         handle.write(source)
     operations = ("migrations.AddField('book', 'online_note', models.TextField(null=True)),\n        "
@@ -368,7 +379,7 @@ def test_the_expand_stage_runs_only_what_the_previous_code_survives_and_the_cont
         fixture, request, tmp_path):
     database = request.getfixturevalue(fixture)
     project, (table, drop) = prepared(database, tmp_path, [NEW_TABLE, DROP_SLUG],
-                                      MODELS.split("\n\nclass Clash")[0] + "\n")
+                                      SHELF_ONLY)
     without_slug(project)
     plan = migrate(project, database, tmp_path, check_mode=True, online=False, allow_data_loss=True)
     assert plan["stages"] == {"expand": [table], "contract": [drop], "blockers": []}, plan.get("stages")
@@ -393,7 +404,7 @@ def test_the_expand_stage_runs_only_what_the_previous_code_survives_and_the_cont
 def test_a_plan_whose_expand_step_depends_on_a_removal_cannot_be_split(fixture, request, tmp_path):
     database = request.getfixturevalue(fixture)
     project, (drop, table) = prepared(database, tmp_path, [DROP_SLUG, NEW_TABLE],
-                                      MODELS.split("\n\nclass Clash")[0] + "\n")
+                                      SHELF_ONLY)
     without_slug(project)
     plan = migrate(project, database, tmp_path, check_mode=True, online=False, allow_data_loss=True)
     assert plan["stages"]["blockers"] == [
