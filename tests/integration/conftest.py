@@ -63,3 +63,13 @@ def sqlite_database(tmp_path):
     db, cleanup = make_database("sqlite", tmp_path)
     yield db
     cleanup()
+
+
+@pytest.fixture
+def apps():
+    """Collects the App objects (tests/integration/test_playbooks.py) of a test; their servers
+    are stopped afterwards."""
+    made = []
+    yield made
+    for app in made:
+        app.stop()

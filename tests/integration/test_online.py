@@ -117,6 +117,19 @@ def migrate(project, database, tmp_path, check_mode=False, online=True, **option
         check=check_mode)
 
 
+def migrate_while_writing(project, database, tmp_path):
+    """(the online migrate's result, rows the writer committed from before it to after it)."""
+    writer = Writer(database)
+    writer.start()
+    try:
+        time.sleep(0.3)
+        result = migrate(project, database, tmp_path)
+        time.sleep(0.3)
+    finally:
+        written = writer.stop()
+    return result, written
+
+
 def tables(database):
     if database.engine == "postgresql":
         sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
@@ -140,14 +153,7 @@ def test_a_failed_online_migrate_is_undone_and_keeps_every_row_written_meanwhile
     assert not plan.get("failed"), plan.get("msg")
     assert plan["online_blockers"] == [], plan["online_blockers"]
 
-    writer = Writer(database)
-    writer.start()
-    try:
-        time.sleep(0.3)
-        result = migrate(project, database, tmp_path)
-        time.sleep(0.3)
-    finally:
-        written = writer.stop()
+    result, written = migrate_while_writing(project, database, tmp_path)
 
     assert result.get("failed"), result
     message = result["msg"]
@@ -177,14 +183,7 @@ def test_an_online_migrate_runs_beside_the_writes(fixture, request, tmp_path):
     database = request.getfixturevalue(fixture)
     project, (new_table,) = prepared(database, tmp_path, [NEW_TABLE], SHELF_ONLY)
     rows_before = columns(database)[2]
-    writer = Writer(database)
-    writer.start()
-    try:
-        time.sleep(0.3)
-        result = migrate(project, database, tmp_path)
-        time.sleep(0.3)
-    finally:
-        written = writer.stop()
+    result, written = migrate_while_writing(project, database, tmp_path)
     assert not result.get("failed"), result.get("msg")
     assert [step["migration"] for step in result["applied"]] == [new_table]
     assert "books_shelf" in tables(database)
@@ -223,15 +222,6 @@ def test_online_refuses_what_the_running_code_would_trip_over(fixture, request, 
 
 
 # --- deploy.yml in online mode (local connection; the SSH fleet is tests/field) ---------------
-
-
-@pytest.fixture
-def apps():
-    """The App objects of a test; their servers are stopped afterwards."""
-    made = []
-    yield made
-    for app in made:
-        app.stop()
 
 
 ONLINE_NOTE = "0006_online_note"

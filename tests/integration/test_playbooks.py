@@ -310,15 +310,6 @@ def wait_for(url, seconds=30):
 
 
 @pytest.fixture
-def apps():
-    """Collects the App objects of a test; their servers are stopped afterwards."""
-    made = []
-    yield made
-    for app in made:
-        app.stop()
-
-
-@pytest.fixture
 def second_postgres():
     try:
         db = create_postgres()
