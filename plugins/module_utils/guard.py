@@ -68,6 +68,8 @@ GUARD_ARGUMENT_SPEC = dict(
     db_statement_timeout=dict(type="int"),
     skip_checks=dict(type="bool", default=False),
     terminate_blocking_sessions=dict(type="bool", default=False),
+    # Seconds the restore after a failure waits for a table lock another session holds.
+    restore_lock_wait=dict(type="int", default=60),
     # Record each applied migration's checksum and refuse on edited ones; false: our table is
     # neither read nor written.
     track_checksums=dict(type="bool", default=True),
@@ -84,10 +86,6 @@ GUARD_ARGUMENT_SPEC = dict(
     restore_login_user=dict(type="str"),
     restore_login_password=dict(type="str", no_log=True),
 )
-
-
-# Seconds the restore after a failure waits for a table lock another session holds.
-RESTORE_LOCK_WAIT = 60
 
 
 class GuardOptions:
@@ -116,6 +114,8 @@ class GuardOptions:
         for name in ("lock_timeout", "db_lock_timeout", "db_lock_retries"):
             if getattr(self, name) < 0:
                 problems.append("%s must not be negative (got %d)" % (name, getattr(self, name)))
+        if self.restore_lock_wait < 1:
+            problems.append("restore_lock_wait must be 1 second or more (got %d)" % self.restore_lock_wait)
         if self.stage != "all" and not self.online:
             problems.append("stage %s is a stage of an online deploy: set online: true too" % self.stage)
         if self.stage != "all" and self.app is not None:
@@ -314,7 +314,7 @@ class GuardedMigrate:
         # A restore after a failure waits a bounded time behind other sessions' table locks
         # (and names them), or ends them first when the application is meant to be stopped.
         for restoring in (engine, self.restorer):
-            restoring.restore_lock_wait = RESTORE_LOCK_WAIT
+            restoring.restore_lock_wait = self.options.restore_lock_wait
             restoring.terminate_blockers = self.options.terminate_blocking_sessions
         lock_started = time.time()
         # One lock per database: each engine scopes the default name to its database.

@@ -219,6 +219,12 @@ options:
       - Recorded in the result (RV(skip_checks)) with a warning.
     type: bool
     default: false
+  restore_lock_wait:
+    description:
+      - Seconds the restore after a failed migrate waits for table locks other sessions hold, before it gives up
+        and names them (unless O(terminate_blocking_sessions) ends them first).
+    type: int
+    default: 60
   max_risk:
     description:
       - The highest risk the plan may have (see RV(risks)); a plan with an operation above it
