@@ -133,39 +133,23 @@ class ServiceWindow:
         ``back``: the same with the previous code (a host whose rollout failed its health check)."""
         code = "code_back" if back else "code"
         if not self.commands["reload"]:
-            self.report["stopped_at"] = time.time()
-            try:
-                self._step("stop")
-            except ServiceError as error:
-                raise self.recover(error, code_changed=False)
-            try:
-                self._step(code)
-            except ServiceError as error:
-                raise self.recover(error, code_changed=not back)
+            self.down(code)
             return self.up()
         try:
             self._step(code)
             self._step("reload")
-            self.report["reloaded_at"] = time.time()
         except ServiceError as error:
-            notes = []
-            for step in ("code_back", "reload") if not back else ():
-                try:
-                    if self._step(step):
-                        notes.append("%s done" % step.replace("_", " "))
-                except ServiceError as step_error:
-                    notes.append("%s FAILED: %s" % (step.replace("_", " "), step_error.msg))
-            error.details["downtime"] = self.report
-            if notes:
-                error.msg += " Service: %s." % "; ".join(notes)
-            raise error
+            # Putting the previous code back: nothing to put back when that failed.
+            raise self.recover(error, code_changed=not back, start="reload")
+        self.report["reloaded_at"] = time.time()
         return self.report
 
     # -- the halves, also on their own (the other hosts of a fleet) -------------------------
 
-    def down(self):
-        """Stop, then (unless the code comes after the migration) switch the code. A failure
-        starts the application again (with the old code) before it is raised."""
+    def down(self, code="code"):
+        """Stop, then (unless the code comes after the migration) switch the code - ``code``,
+        or ``code_back`` to put the previous code back. A failure starts the application again
+        (with the old code) before it is raised."""
         self.report["stopped_at"] = time.time()
         try:
             self._step("stop")
@@ -174,9 +158,9 @@ class ServiceWindow:
             raise self.recover(error, code_changed=False)
         if not self.code_after_migrate:
             try:
-                self._step("code")
+                self._step(code)
             except ServiceError as error:
-                raise self.recover(error, code_changed=True)
+                raise self.recover(error, code_changed=code == "code")
         return self.report
 
     def up(self, code_step=None):
@@ -205,10 +189,11 @@ class ServiceWindow:
             return False
         return result.rc == 0
 
-    def recover(self, error, code_changed):
-        """Put the code back and start again; returns ``error`` with what was done added."""
+    def recover(self, error, code_changed, start="start"):
+        """Put the code back and start again (``start``: or ``reload`` a running application);
+        returns ``error`` with what was done added."""
         notes = []
-        for step in (("code_back", "start") if code_changed else ("start",)):
+        for step in (("code_back", start) if code_changed else (start,)):
             try:
                 if self._step(step):
                     notes.append("%s done" % step.replace("_", " "))

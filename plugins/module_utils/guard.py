@@ -287,9 +287,9 @@ class GuardedMigrate:
         before = self.timings.run("introspect", self.session.facts, database=self.options.database,
                                   target=self.options.target, sql=self.diff,
                                   track_checksums=self.options.track_checksums)
-        plan = self._stage_plan(before)
-        self.result.update(before=state.migration_facts(before), plan=plan,
-                           code_steps=state.code_steps(plan))
+        facts = state.migration_facts(before)
+        plan = self._stage_plan(before, facts["risks"])
+        self.result.update(before=facts, plan=plan, code_steps=state.code_steps(plan))
         untested = state.untested_django(before.get("django_version"))
         if untested:
             self.warn(untested)
@@ -421,12 +421,11 @@ class GuardedMigrate:
                           "; errors it would refuse on: %s" % "; ".join(
                               state.check_text(m) for m in serious) if serious else ""))
 
-    def _stage_plan(self, before):
-        """The steps this run migrates: the whole plan, or one stage of it (online.stages); the
-        split of the whole plan is kept for the result."""
-        facts = before["facts"]
-        plan = facts["plan"]
-        self._stages = online.stages(plan, risk.plan_risks(plan, facts.get("server"), facts.get("table_stats")))
+    def _stage_plan(self, before, risks):
+        """The steps this run migrates: the whole plan, or one stage of it (online.stages, from
+        the plan's ``risks``); the split of the whole plan is kept for the result."""
+        plan = before["facts"]["plan"]
+        self._stages = online.stages(plan, risks)
         if self.options.stage == "all":
             return plan
         if self.options.stage == "contract" and (self._stages["expand"] or self._stages["blockers"]):
@@ -452,10 +451,10 @@ class GuardedMigrate:
         before = self.timings.run("introspect_again", self.session.facts,
                                   database=self.options.database, target=self.options.target,
                                   track_checksums=self.options.track_checksums)
-        plan = self._stage_plan(before)
+        facts = state.migration_facts(before)
+        plan = self._stage_plan(before, facts["risks"])
         self._preflight(before, plan)
-        self.result.update(before=state.migration_facts(before), plan=plan,
-                           code_steps=state.code_steps(plan))
+        self.result.update(before=facts, plan=plan, code_steps=state.code_steps(plan))
         return before, plan
 
     def _snapshot_and_backup(self, engine, before):
@@ -499,39 +498,26 @@ class GuardedMigrate:
                 targets=online.stage_targets(plan, set(self._stages["expand"]))
                 if self.options.stage == "expand" else None,
             )
-        except DbsafeError as error:  # killed, crashed, no answer
-            if self.options.stage == "contract":
-                return self._contract_failed(engine, before, None, error.msg, None)
-            if self.options.online and snapshot is not None:
-                return self._undo(engine, snapshot, backup, None, error.msg, None, before)
-            return self._put_back(engine, snapshot, backup, None, error.msg)
+        except DbsafeError as error:  # killed, crashed, no answer: an undo needs a new interpreter
+            return self._failed(engine, before, snapshot, backup, None, error.msg)
         self.result["applied"] = after["migrate"]["steps"]
         self._say_lock_waits(after["migrate"].get("lock_waits") or [])
         error = after["migrate"]["error"]
         if error is not None:
             failed = _failed_step(after["migrate"]["steps"])
             message = "%s: %s" % (error["type"], error["message"])
-            if self.options.stage == "contract":
-                return self._contract_failed(engine, before, failed, message, error.get("kept_operations"))
-            if self.options.online and snapshot is not None:
-                return self._undo(engine, snapshot, backup, failed, message,
-                                  error.get("kept_operations"), before, session=self.session)
-            if error.get("lock_wait"):
+            if error.get("lock_wait") and not self.options.online:
                 message = self._gave_up_waiting(engine, message)
                 if error.get("clean") and not any(step["ok"] for step in after["migrate"]["steps"]):
                     # Nothing applied, the step rolled back: prove it, no restore needed (which
                     # would wait behind the same lock).
                     self._unchanged_or_put_back(engine, snapshot, failed, message)
-            return self._put_back(engine, snapshot, backup, failed, message)
+            return self._failed(engine, before, snapshot, backup, failed, message,
+                                error.get("kept_operations"), self.session)
         problems = verification_problems(before, after, plan)
-        if problems and self.options.stage == "contract":
-            return self._contract_failed(engine, before, None, "verification failed: " + "; ".join(problems), None)
-        if problems and self.options.online and snapshot is not None:
-            return self._undo(engine, snapshot, backup, None, "verification failed: " + "; ".join(problems),
-                              None, before, session=self.session)
         if problems:
-            return self._put_back(engine, snapshot, backup, None,
-                                  "verification failed: " + "; ".join(problems))
+            return self._failed(engine, before, snapshot, backup, None,
+                                "verification failed: " + "; ".join(problems), session=self.session)
         self.result["after"] = state.migration_facts(after)
         self._checksums_written(after)
         self._row_changes(engine, snapshot)
@@ -638,6 +624,24 @@ class GuardedMigrate:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _failed(self, engine, before, snapshot, backup, failed_step, error, kept=None, session=None):
+        """A failed migrate, put back as its mode needs: the contract stage left as it is, an
+        online run undone by reverse operations (``session``: the run's interpreter, None when
+        it died), otherwise the backup restored and proven."""
+        if self.options.stage == "contract":
+            return self._contract_failed(engine, before, failed_step, error, kept)
+        if self.options.online and snapshot is not None:
+            return self._undo(engine, snapshot, backup, failed_step, error, kept, before, session)
+        return self._put_back(engine, snapshot, backup, failed_step, error)
+
+    def _applied_by_run(self, engine, before):
+        """The plan's forward steps this run recorded in django_migrations, in plan order, read
+        from the database (DbsafeError when it cannot be read)."""
+        rows = set("%s.%s" % tuple(row) for row in engine.snapshot(content=False)["migrations"] or [])
+        new = rows - set(before["facts"]["applied_rows"])
+        return [step["migration"] for step in self.result["plan"]
+                if not step["backwards"] and step["migration"] in new]
+
     def _undo(self, engine, snapshot, backup, failed_step, error, kept, before, session=None):
         """An online migrate failed while the application kept writing: Django's reverse
         operations undo what it applied (a restore would lose those writes), then the proof -
@@ -690,11 +694,10 @@ class GuardedMigrate:
         what = "migration %s failed" % failed_step if failed_step else "migrate failed"
         unread = None
         try:
-            rows = set("%s.%s" % tuple(row) for row in engine.snapshot(content=False)["migrations"] or [])
+            done = self._applied_by_run(engine, before)
         except DbsafeError as read_error:
-            rows, unread = None, read_error.msg
+            done, unread = [], read_error.msg
         names = state.plan_names(self.result["plan"])
-        done = [name for name in names if rows is not None and name in rows - set(before["facts"]["applied_rows"])]
         left = [name for name in names if name not in done]
         raise MigrationFailed(
             "%s: %s. Contract stage (after the rollout; the application runs the new code, which uses "
@@ -703,7 +706,7 @@ class GuardedMigrate:
             "contract stage (the backup %s holds the data as before it)."
             % (what, error, ", ".join(done) or "none", ", ".join(left) or "none",
                "; the failed migration had already run %d operation(s) (no transactional DDL): they stay"
-               % kept["count"] if (kept or {}).get("count") else "" if rows is not None
+               % kept["count"] if (kept or {}).get("count") else "" if unread is None
                else "; the applied migrations could not be read: %s" % unread,
                (self.result["backup"] or {}).get("path") or "(none - backup: false)"),
             failed_step=failed_step, error=error, applied=self.result["applied"], plan=names,
@@ -715,12 +718,9 @@ class GuardedMigrate:
         in plan order) and the failed one's kept operations, reversed in the project - in the
         run's own interpreter, or a new one when that one died."""
         try:
-            rows = set("%s.%s" % tuple(row) for row in engine.snapshot(content=False)["migrations"] or [])
+            completed = self._applied_by_run(engine, before)
         except DbsafeError as error:
             return [], "the applied migrations could not be read: %s" % error.msg
-        applied_before = set(before["facts"]["applied_rows"])
-        completed = [step["migration"] for step in self.result["plan"]
-                     if not step["backwards"] and step["migration"] in rows - applied_before]
         if not completed and not (kept or {}).get("count"):
             return [], None
         try:
