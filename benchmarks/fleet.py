@@ -29,14 +29,13 @@ import argparse
 import glob
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-from paired import REPO, log, machine, table, write_json
+from paired import REPO, log, machine, rendered, stop_on_signals, table, write_json
 
 sys.path.insert(0, os.path.join(REPO, "tests", "field"))
 import fleet as field  # noqa: E402 - tests/field/fleet.py, the field harness
@@ -352,16 +351,10 @@ def main():
     parser.add_argument("--json", help="default: benchmarks/results/p4-fleet-<date>.json")
     parser.add_argument("--render", help="print the tables of a results file, run nothing")
     args = parser.parse_args()
-    if args.render:
-        with open(args.render) as handle:
-            render(json.load(handle))
+    if rendered(args, render):
         return 0
     out = args.json or default_json()
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
+    stop_on_signals()
 
     work = tempfile.mkdtemp(prefix="dbsafe-bench-fleet-")
     callbacks = os.path.join(work, "callback_plugins")

@@ -11,6 +11,7 @@ The claim is the median of the per-pair ratios, never one absolute time.
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,3 +109,20 @@ def write_json(path, data):
 
 __all__ = ["REPO", "TESTS", "log", "run_command", "rotated", "run_pairs", "summary", "verdict",
            "table", "machine", "write_json"]
+
+
+def rendered(args, render):
+    """``--render FILE``: print the tables of a results file and run nothing (True then)."""
+    if not args.render:
+        return False
+    with open(args.render) as handle:
+        render(json.load(handle))
+    return True
+
+
+def stop_on_signals():
+    """SIGTERM and SIGHUP end a run as Ctrl-C does, so its cleanup (servers, databases) runs."""
+    def interrupted(signum, _frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGHUP, interrupted)

@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 
-from paired import REPO, log, machine, rotated, run_pairs, table, write_json
+from paired import REPO, log, machine, rendered, rotated, run_pairs, stop_on_signals, table, write_json
 
 from ansible_run import ROOT, _bin, ansible_env  # noqa: E402 - tests/integration/
 from databases import create_mysql, create_postgres, drop_mysql, drop_postgres  # noqa: E402
@@ -386,16 +386,10 @@ def main():
     parser.add_argument("--json", help="default: benchmarks/results/p6-zero-downtime-<date>.json")
     parser.add_argument("--render", help="print the tables of a results file, run nothing")
     args = parser.parse_args()
-    if args.render:
-        with open(args.render) as handle:
-            render(json.load(handle))
+    if rendered(args, render):
         return 0
     out = args.json or default_json()
-
-    def interrupted(signum, _frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGHUP, interrupted)
+    stop_on_signals()
 
     data = {"benchmark": "P6 (issue 18): downtime of a backward-compatible release", "machine": machine(),
             **git_facts(), "command": " ".join(["benchmarks/zero_downtime.py"] + sys.argv[1:]),

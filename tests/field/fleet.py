@@ -662,13 +662,13 @@ class FieldApp(App):
     def stop(self):
         self._app(self.stop_command(), check=False)
 
-    def answers(self, within=0):
-        """The server answers /health/ (now, or within ``within`` seconds: a start command
-        returns before the server listens)."""
+    def answers(self, within=0, path="/health/", text="ok"):
+        """The server answers ``path`` 200 with exactly ``text`` (now, or within ``within``
+        seconds: a start command returns before the server listens)."""
         deadline = time.time() + within
         while True:
             try:
-                if self.get("/health/") == (200, "ok"):
+                if self.get(path) == (200, text):
                     return True
             except OSError:
                 pass

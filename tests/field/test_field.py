@@ -510,20 +510,6 @@ def born_at(pid):
     return boot + ticks / float(os.sysconf("SC_CLK_TCK"))
 
 
-def answers_with(app, path, text, within=30):
-    """``path`` answers 200 with exactly ``text`` (now, or within ``within`` seconds)."""
-    deadline = time.time() + within
-    while True:
-        try:
-            if app.get(path) == (200, text):
-                return True
-        except OSError:
-            pass
-        if time.time() >= deadline:
-            return False
-        time.sleep(0.25)
-
-
 @pytest.mark.parametrize("engine", ENGINES)
 def test_online_deploy_of_a_compatible_release_fails_no_request(engine, fleets, request):
     """release-2 -> release-online (a nullable column, a new table) with
@@ -560,7 +546,7 @@ def test_online_deploy_of_a_compatible_release_fails_no_request(engine, fleets, 
         app = fleet.apps[name]
         assert app.head_revision() == shas["release-online"], name
         assert app.pid() == masters[name], "%s was restarted, not reloaded" % name
-        assert answers_with(app, "/release/", "release-online"), "%s does not serve release-online's code" % name
+        assert app.answers(30, "/release/", "release-online"), "%s does not serve release-online's code" % name
         assert not set(app.workers()) & set(workers[name]), "%s: a worker of the old code still runs" % name
     assert "books." + ONLINE_MIGRATION in fleet.apps["app1"].applied()
     assert query_value(fleet.db, "SELECT COUNT(*) FROM books_shelf") == "0"
@@ -605,7 +591,7 @@ def test_a_release_dropping_a_column_splits_and_drops_it_after_the_rollout(fleet
         fleet.apps["app3"].stop()
         time.sleep(0.6)
         fleet.apps["app3"].start()
-        assert answers_with(fleet.apps["app3"], "/health/", "ok"), "app3 did not come back"
+        assert fleet.apps["app3"].answers(30, "/health/", "ok"), "app3 did not come back"
 
     seen = health.result
     run.note(poll={"health": seen.counts(), "books": books.result.counts(), "overlaps": seen.overlaps(),
@@ -632,7 +618,7 @@ def test_a_release_dropping_a_column_splits_and_drops_it_after_the_rollout(fleet
     for name in FLEET:
         app = fleet.apps[name]
         assert app.head_revision() == shas["release-contract"], name
-        assert answers_with(app, "/release/", "release-contract"), "%s does not serve release-contract's code" % name
+        assert app.answers(30, "/release/", "release-contract"), "%s does not serve release-contract's code" % name
     assert fleet.apps["app1"].pid() == masters["app1"], "app1 was restarted, not reloaded"
     fleet.settled("release-contract")
 
