@@ -96,6 +96,19 @@ if DEMO_DB_ENGINE is None:
         % os.environ.get("DEMO_DB_ENGINE")
     )
 
+def _password():
+    """DEMO_DB_PASSWORD, or the first line of the file DEMO_DB_PASSWORD_FILE (a compose or
+    Kubernetes secret mounted as a file keeps the password out of the environment)."""
+    path = _env("DEMO_DB_PASSWORD_FILE")
+    if not path:
+        return os.environ.get("DEMO_DB_PASSWORD", "")
+    try:
+        with open(path) as handle:
+            return handle.readline().rstrip("\n")
+    except OSError as error:
+        raise ImproperlyConfigured("DEMO_DB_PASSWORD_FILE %s cannot be read: %s" % (path, error))
+
+
 if DEMO_DB_ENGINE == "sqlite":
     _database = {
         "ENGINE": "django.db.backends.sqlite3",
@@ -108,7 +121,7 @@ else:
         "HOST": _env("DEMO_DB_HOST"),
         "PORT": _env("DEMO_DB_PORT"),
         "USER": _env("DEMO_DB_USER"),
-        "PASSWORD": os.environ.get("DEMO_DB_PASSWORD", ""),
+        "PASSWORD": _password(),
     }
     if DEMO_DB_ENGINE == "postgresql":
         _database["ENGINE"] = "django.db.backends.postgresql"

@@ -4,7 +4,8 @@
 """MySQL and MariaDB through the mariadb / mariadb-dump clients (or mysql / mysqldump).
 
 Credentials go into a private option file given as the first option; it lives in a 0700
-temporary directory only while the client starts. ``--defaults-file`` (not
+temporary directory only while the client starts (behind db_command_prefix: a 0600 file made
+where the tools run, for the module call: engines/prefix_files.py). ``--defaults-file`` (not
 ``--defaults-extra-file``) so that a ``~/.my.cnf`` of whoever runs the module (often root,
 through become) can never replace the project's user or password.
 """
@@ -37,6 +38,7 @@ from ansible_collections.dbsafe.django.plugins.module_utils.engines.base import 
     open_source,
     write_private_file,
 )
+from ansible_collections.dbsafe.django.plugins.module_utils.engines.prefix_files import prefix_files
 from ansible_collections.dbsafe.django.plugins.module_utils.engines.blockers import (
     blocked_restore_message,
     describe_blockers,
@@ -177,7 +179,12 @@ class MysqlEngine(Engine):
 
     @contextlib.contextmanager
     def option_file(self):
-        """A 0600 option file in a private directory, removed afterwards (also on failure)."""
+        """A 0600 option file in a private directory, removed afterwards (also on failure).
+        Behind db_command_prefix it is made where the tools run (prefix_files), once per
+        module call."""
+        if self.prefix:
+            yield prefix_files(self.runner).path_for(self.option_file_text())
+            return
         with PrivateDir(prefix="dbsafe-my-") as directory:
             yield write_private_file(os.path.join(directory, "client.cnf"),
                                      self.option_file_text())
