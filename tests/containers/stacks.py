@@ -152,8 +152,11 @@ class ComposeStack:
 
     # -- looking at it --------------------------------------------------------------------
 
+    def in_web(self, *argv):
+        return run(self.compose + ["exec", "-T", "web"] + list(argv)).stdout
+
     def manage(self, *args):
-        return run(self.compose + ["exec", "-T", "web", "python", "manage.py"] + list(args)).stdout
+        return self.in_web("python", "manage.py", *args)
 
     def sql(self, statement):
         """``statement``'s rows (tab-separated lines), as the server's superuser in `db`."""
@@ -195,7 +198,7 @@ class ComposeStack:
             reasons.append("`db` does not resolve here")
         address, port = self.database_address()
         try:
-            socket.create_connection((address, port), timeout=2).close()
+            socket.create_connection((address, port), timeout=1).close()
         except OSError as error:
             reasons.append("%s:%d does not answer here (%s)" % (address, port, type(error).__name__))
         published = run(["podman", "port", "%s_db_1" % self.project]).stdout.strip()

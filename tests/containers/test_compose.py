@@ -45,8 +45,8 @@ def backups(stack):
 def started(stack, migrate=True):
     """The stack's release migrated, with the demo's books, and proven out of the host's reach."""
     if migrate:
-        stack.manage("migrate", "--no-input", "--verbosity", "0")
-        stack.manage("loaddata", "demo", "--verbosity", "0")
+        stack.in_web("sh", "-c", "python manage.py migrate --no-input --verbosity 0"
+                     " && python manage.py loaddata demo --verbosity 0")
     assert stack.unreachable_from_host(), "the host reaches the database of %s" % stack.project
     return stack
 
