@@ -39,12 +39,10 @@ def podman_env():
     return dict(os.environ, CONTAINERS_CONF=CONTAINERS_CONF)
 
 
-def podman(*args, **kwargs):
-    kwargs.setdefault("check", True)
-    kwargs.setdefault("capture_output", True)
-    kwargs.setdefault("text", True)
+def podman(*args, check=True):
     try:
-        return subprocess.run(["podman"] + list(args), env=podman_env(), **kwargs)
+        return subprocess.run(["podman"] + list(args), env=podman_env(), capture_output=True, text=True,
+                              check=check)
     except subprocess.CalledProcessError as error:
         raise RuntimeError("podman %s failed (exit %d): %s"
                            % (" ".join(args), error.returncode, (error.stderr or "").strip()[-2000:]))

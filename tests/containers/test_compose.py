@@ -13,8 +13,6 @@ import json
 import os
 import stat
 
-import pytest
-
 import demo
 from harness import ArgvSampler
 from stacks import PODMAN_COMPOSE

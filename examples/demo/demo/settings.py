@@ -96,6 +96,7 @@ if DEMO_DB_ENGINE is None:
         % os.environ.get("DEMO_DB_ENGINE")
     )
 
+
 def _password():
     """DEMO_DB_PASSWORD, or the first line of the file DEMO_DB_PASSWORD_FILE (a compose or
     Kubernetes secret mounted as a file keeps the password out of the environment)."""
