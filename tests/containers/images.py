@@ -8,7 +8,8 @@ the database images start PostgreSQL or MariaDB (images/dbsafe-db). Every tag ca
 of its recipe (see image_names): an image is built once per recipe and machine and reused by
 every later run; a changed recipe builds new images and removes the old.
 
-    python tests/containers/images.py     builds what is missing; prints the names as JSON
+    python tests/containers/images.py        builds what is missing; prints the names as JSON
+    python tests/containers/images.py web    the same; prints the name of that image only
 """
 import contextlib
 import fcntl
@@ -167,4 +168,7 @@ if __name__ == "__main__":
     problems = missing_tools()
     if problems:
         sys.exit("images: missing %s (apt-get install podman runc debootstrap)" % ", ".join(problems))
-    print(json.dumps(dict(ensure_images(), containers_conf=CONTAINERS_CONF)))
+    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1] not in NAMES):
+        sys.exit("usage: images.py [%s]" % " | ".join(NAMES))
+    built = ensure_images()
+    print(built[sys.argv[1]] if len(sys.argv) == 2 else json.dumps(dict(built, containers_conf=CONTAINERS_CONF)))
