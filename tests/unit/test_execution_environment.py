@@ -206,7 +206,10 @@ def test_definition_references_the_files():
 def test_ansible_builder_create(tmp_path):
     builder = os.path.join(os.path.dirname(sys.executable), "ansible-builder")
     context = tmp_path / "context"
-    result = subprocess.run([builder, "create", "-f", EE_FILE, "--context", str(context)],
+    # The file's name is given: by default it follows the container runtime found on the
+    # machine (Containerfile where podman is installed, Dockerfile otherwise).
+    result = subprocess.run([builder, "create", "-f", EE_FILE, "--context", str(context),
+                             "--output-filename", "Containerfile"],
                             capture_output=True, text=True, check=False, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     build = context / "_build"
@@ -215,5 +218,5 @@ def test_ansible_builder_create(tmp_path):
         assert copied.is_file() and not copied.is_symlink(), name
         with open(os.path.join(ROOT, "meta", name), encoding="utf-8") as handle:
             assert copied.read_text(encoding="utf-8") == handle.read()
-    dockerfile = (context / "Dockerfile").read_text(encoding="utf-8")
-    assert "ansible-core==" in dockerfile
+    containerfile = (context / "Containerfile").read_text(encoding="utf-8")
+    assert "ansible-core==" in containerfile
