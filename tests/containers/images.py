@@ -4,12 +4,14 @@ There is no registry on these machines: the base image is a root file system mad
 debootstrap (bookworm, minbase, with python3, PostgreSQL 15 and MariaDB from Debian) and
 imported into podman; the web image adds a venv with the demo project's dependencies
 (requirements/django42.txt, wheels downloaded from PyPI on this host and installed offline);
-the database images start PostgreSQL or MariaDB (images/dbsafe-db). Every tag carries the hash
+the database images are the web image that starts PostgreSQL or MariaDB (images/dbsafe-db) -
+the compose `db` services run them, and molecule/podman runs the project and its server in one
+container of them. Every tag carries the hash
 of its recipe (see image_names): an image is built once per recipe and machine and reused by
 every later run; a changed recipe builds new images and removes the old.
 
     python tests/containers/images.py        builds what is missing; prints the names as JSON
-    python tests/containers/images.py web    the same; prints the name of that image only
+    python tests/containers/images.py web    the same; prints the names of the images named, a line each
 """
 import contextlib
 import fcntl
@@ -65,7 +67,7 @@ def image_names():
     so a change rebuilds only the images it touches."""
     base = _digest(" ".join([MIRROR, SUITE] + PACKAGES))
     web = _digest(base, os.path.join(RECIPE_DIR, "web.Containerfile"), WEB_REQUIREMENTS)
-    database = _digest(base, os.path.join(RECIPE_DIR, "db.Containerfile"), os.path.join(RECIPE_DIR, "dbsafe-db"))
+    database = _digest(web, os.path.join(RECIPE_DIR, "db.Containerfile"), os.path.join(RECIPE_DIR, "dbsafe-db"))
     tags = {"base": base, "web": web, "postgresql": database, "mariadb": database}
     return dict((name, "%s%s:%s" % (REPOSITORY, name, tags[name])) for name in NAMES)
 
@@ -157,7 +159,7 @@ def ensure_images():
                            volume="%s:/wheels:ro" % download_wheels(work))
             for engine in ("postgresql", "mariadb"):
                 if not exists(names[engine]):
-                    build_from("db.Containerfile", names[engine], names["base"], ENGINE=engine)
+                    build_from("db.Containerfile", names[engine], names["web"], ENGINE=engine)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         remove_old(names)
@@ -168,7 +170,9 @@ if __name__ == "__main__":
     problems = missing_tools()
     if problems:
         sys.exit("images: missing %s (apt-get install podman runc debootstrap)" % ", ".join(problems))
-    if len(sys.argv) > 2 or (len(sys.argv) == 2 and sys.argv[1] not in NAMES):
-        sys.exit("usage: images.py [%s]" % " | ".join(NAMES))
+    wanted = sys.argv[1:]
+    if any(name not in NAMES for name in wanted):
+        sys.exit("usage: images.py [NAME ...]   (NAME: %s)" % ", ".join(NAMES))
     built = ensure_images()
-    print(built[sys.argv[1]] if len(sys.argv) == 2 else json.dumps(dict(built, containers_conf=CONTAINERS_CONF)))
+    print("\n".join(built[name] for name in wanted) if wanted
+          else json.dumps(dict(built, containers_conf=CONTAINERS_CONF)))
