@@ -18,6 +18,8 @@ import socket
 import subprocess
 import time
 
+from images import CONTAINERS_CONF
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 EXAMPLE = os.path.join(ROOT, "examples", "compose", "compose.yml")
@@ -37,7 +39,6 @@ IMAGE_OF_ENGINE = {"postgresql": "postgresql", "mysql": "mariadb"}
 
 def environment():
     """The environment podman and the compose commands run with here (tests and playbooks)."""
-    from images import CONTAINERS_CONF  # pylint: disable=import-outside-toplevel
     return dict(os.environ, CONTAINERS_CONF=CONTAINERS_CONF, PATH=BIN + os.pathsep + os.environ["PATH"])
 
 

@@ -27,16 +27,14 @@ class PrefixFiles:
         self.runner = runner
         self.prefix = list(runner.db_command_prefix)
         self._paths = {}
-        self._registered = False
+        # Removed when the module call ends, also after a failure (fail_json exits too); made
+        # only on first use (prefix_files), so only calls that make files register.
+        atexit.register(self.remove_all)
 
     def path_for(self, text, name="dbsafe-my"):
         """The path, where the prefix runs, of a 0600 file holding ``text``."""
         if text in self._paths:
             return self._paths[text]
-        if not self._registered:
-            # Removed when the module call ends, also after a failure (fail_json exits too).
-            atexit.register(self.remove_all)
-            self._registered = True
         try:
             path = self.runner.run(self.prefix + ["mktemp", "-t", name + ".XXXXXXXXXX"]).stdout.strip()
         except CommandError as error:
