@@ -71,6 +71,28 @@ def test_deploy_brings_every_host_to_release_2(engine, fleets, request):
     fleet.settled("release-2")
 
 
+def test_a_project_behind_a_command_prefix_migrates_in_the_stop_window(fleets, request):
+    """The project reached through django_migrate_command_prefix, as in a compose service (here
+    /usr/bin/env, which keeps the file system): the preflight cannot plan the wanted revision
+    where the project runs, so the deploy takes the stop window and migrates after the code
+    switch (issue 20: it planned the running code, found nothing and switched without migrating)."""
+    fleet = fleets("postgresql").prepare("release-1")
+    inventory = fleet.inventory({"django": FLEET}, dict(
+        (name, {"django_migrate_command_prefix": ["/usr/bin/env"]}) for name in FLEET))
+
+    run = fleet.playbook("deploy", inventory, request.node.name)
+
+    assert run.rc == 0, run.tail()
+    assert "books." + SUBTITLE in fleet.apps["app1"].applied()
+    for name in FLEET:
+        assert fleet.apps[name].head_revision() == fleet.shas["release-2"], name
+    assert_all_answer(fleet)
+    report = run.reports[-1]
+    assert report["result"] == "succeeded" and report["mode"] == "stop", report.get("mode")
+    assert any("known only after the code switch" in reason for reason in report["mode_reasons"]), report["mode_reasons"]
+    fleet.settled("release-2")
+
+
 # Issue 13, item 7: the fleet's window holds the parallel stop, the code switch, the ONE guarded
 # migrate and the start - nothing that grows with the number of tasks or hosts. The goal is
 # downtime <= the guarded migrate's own duration + 3 s (over SSH, pipelining on); the published
